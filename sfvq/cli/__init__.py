@@ -1,0 +1,23 @@
+"""The ``sfvq`` command line: a thin click front over the library."""
+
+from __future__ import annotations
+
+import click
+
+from sfvq import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sfvq")
+def main() -> None:
+    """Space-filling vector quantization: readable maps of generative latent spaces."""
+
+
+def _register() -> None:
+    from sfvq.cli import fit as _fit
+
+    main.add_command(_fit.fit)
+    main.add_command(_fit.demo)
+
+
+_register()
