@@ -1,0 +1,211 @@
+"""Files a run writes, written atomically: a reader never sees a half-written file under its final name.
+
+Every writer goes to a hidden temporary name in the destination directory and ``os.replace``s it into
+place only when complete; on any error (KeyboardInterrupt included) the temporary file is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from sfvq import __version__
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path`` for writing; it becomes ``path`` when the block succeeds."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open writes whole files: mode must be 'w' or 'wb', got {mode!r}")
+    with atomic_path(path) as tmp:
+        encoding = "utf-8" if mode == "w" else None
+        with open(tmp, mode, encoding=encoding) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+
+
+def _finite(obj: Any) -> Any:
+    """Replace non-finite floats by their string names (strict JSON has no NaN/Infinity)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, Mapping):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def to_json_text(obj: Any) -> str:
+    """Strict, indented JSON (Paths, numpy scalars and arrays converted)."""
+    return json.dumps(_finite(obj), indent=2, default=_json_default, allow_nan=False) + "\n"
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    text = to_json_text(obj)
+    with atomic_open(path, "w") as f:
+        f.write(text)
+    return Path(path)
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file (UTF-8)."""
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """The JSON sidecar of a data file: ``latents.npy`` -> ``latents.json``."""
+    return Path(path).with_suffix(".json")
+
+
+def save_npy(path: str | Path, array: np.ndarray) -> Path:
+    """Save one array as ``.npy`` atomically."""
+    with atomic_open(path, "wb") as f:
+        np.save(f, np.asarray(array), allow_pickle=False)
+    return Path(path)
+
+
+def save_npy_with_sidecar(path: str | Path, array: np.ndarray, meta: Mapping[str, Any]) -> Path:
+    """Save ``array`` to ``path`` (.npy) and ``meta`` to its JSON sidecar; the sidecar is written last.
+
+    The sidecar also records ``shape`` and ``dtype`` of the array and the sfvq ``version``.
+    """
+    path = Path(path)
+    array = np.asarray(array)
+    full = {**meta, "file": path.name, "shape": list(array.shape), "dtype": str(array.dtype)}
+    full.setdefault("version", __version__)
+    text = to_json_text(full)  # fail on unserialisable metadata before anything is written
+    save_npy(path, array)
+    with atomic_open(sidecar_path(path), "w") as f:
+        f.write(text)
+    return path
+
+
+def load_npy_with_sidecar(path: str | Path, mmap: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
+    """Load a ``.npy`` (memory-mapped read-only by default) and its JSON sidecar."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    side = sidecar_path(path)
+    if not side.is_file():
+        raise FileNotFoundError(f"{path} has no JSON sidecar {side.name} (incomplete or foreign file)")
+    array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    return array, read_json(side)
+
+
+def save_png(path: str | Path, image: np.ndarray | Image.Image) -> Path:
+    """Save an HWC (or HW) uint8 array or a PIL image as PNG atomically."""
+    if not isinstance(image, Image.Image):
+        image = np.asarray(image)
+        if image.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 image, got {image.dtype}")
+        if image.ndim == 3 and image.shape[2] == 1:
+            image = image[:, :, 0]
+        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+            raise ValueError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got {image.shape}")
+        image = Image.fromarray(image)
+    with atomic_open(path, "wb") as f:
+        image.save(f, format="PNG")
+    return Path(path)
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_options(outdir: str | Path, command: str, options: Mapping[str, Any]) -> Path:
+    """Write ``outdir/options.json``: the command, its resolved options and the sfvq version."""
+    return write_json(
+        Path(outdir) / "options.json", {"command": command, "version": __version__, "options": dict(options)}
+    )
+
+
+def labelled_grid(
+    images: np.ndarray,
+    labels: Sequence[str],
+    cols: int | None = None,
+    pad: int = 2,
+    background: tuple[int, int, int] = (255, 255, 255),
+) -> Image.Image:
+    """Tile NHWC uint8 images into a grid with a text label under each one.
+
+    Args:
+        images: (N, H, W, C) uint8, C in {1, 3}.
+        labels: N strings, drawn centred under their image.
+        cols: images per row (default: ceil(sqrt(N))).
+        pad: pixels between cells.
+    """
+    images = np.asarray(images)
+    if images.ndim != 4 or images.dtype != np.uint8 or images.shape[3] not in (1, 3):
+        raise ValueError(f"expected (N, H, W, 1|3) uint8 images, got {images.shape} {images.dtype}")
+    N, H, W, C = images.shape
+    if N == 0:
+        raise ValueError("no images to tile")
+    if len(labels) != N:
+        raise ValueError(f"got {len(labels)} labels for {N} images")
+    cols = cols or math.ceil(math.sqrt(N))
+    if cols < 1:
+        raise ValueError(f"cols must be >= 1, got {cols}")
+    rows = math.ceil(N / cols)
+    font = ImageFont.load_default()
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_h = max(probe.textbbox((0, 0), str(t) or " ", font=font)[3] for t in labels) + 2
+    cell_w = max(W, max(probe.textbbox((0, 0), str(t), font=font)[2] for t in labels) + 2)
+    cell_h = H + text_h
+    grid = Image.new("RGB", (cols * cell_w + (cols + 1) * pad, rows * cell_h + (rows + 1) * pad), background)
+    draw = ImageDraw.Draw(grid)
+    for i in range(N):
+        r, c = divmod(i, cols)
+        x0 = pad + c * (cell_w + pad)
+        y0 = pad + r * (cell_h + pad)
+        tile = images[i] if C == 3 else np.repeat(images[i], 3, axis=2)  # (H, W, 3)
+        grid.paste(Image.fromarray(tile), (x0 + (cell_w - W) // 2, y0))
+        tw = draw.textbbox((0, 0), str(labels[i]), font=font)[2]
+        draw.text((x0 + (cell_w - tw) // 2, y0 + H + 1), str(labels[i]), fill=(0, 0, 0), font=font)
+    return grid
