@@ -1,0 +1,263 @@
+"""Seeded sampling of latents (z, w, w+), streamed to disk with a JSON sidecar.
+
+Randomness follows NVIDIA's tools, so seeds mean the same thing here as there:
+
+* a list of seeds gives one z per seed, ``np.random.RandomState(seed).randn(1, z_dim)``;
+* one ``seed`` for a large N gives one stream, ``np.random.RandomState(seed).randn(N, z_dim)``, drawn
+  batch by batch (the legacy generator keeps its state between calls, so the result does not depend on
+  the batch size).
+
+Stored layouts (float32, one row per sample, ready to fit a curve on):
+
+* ``z``: (N, z_dim), the raw z fed to the mapping. Truncation is recorded in the sidecar and applies
+  when the z are mapped (for StyleGAN it acts in W; for a plain-z generator such as the DCGAN it scales z).
+* ``w``: (N, w_dim) = ``mapping(z, c, psi, cutoff)[:, 0]``.
+* ``w+``: (N, num_ws * w_dim) = ``ws.reshape(N, -1)``; reshape to (N, num_ws, w_dim) to synthesise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sfvq import __version__
+from sfvq.generators.base import Generator
+from sfvq.io import atomic_path, load_npy_with_sidecar, sidecar_path, to_json_text
+
+SPACES = ("z", "w", "w+")
+MAX_SEED = 2**32 - 1
+LATENTS_KIND = "sfvq-latents"
+
+
+def _check_seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= MAX_SEED:
+        raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
+    return int(seed)
+
+
+def format_seeds(seeds: Sequence[int]) -> str:
+    """Compact seed list in the ``--seeds`` syntax: ``[0, 1, 2, 3, 7]`` -> ``"0-3,7"`` (order kept)."""
+    parts: list[str] = []
+    i = 0
+    seeds = [int(s) for s in seeds]
+    while i < len(seeds):
+        j = i
+        while j + 1 < len(seeds) and seeds[j + 1] == seeds[j] + 1:
+            j += 1
+        parts.append(str(seeds[i]) if j == i else f"{seeds[i]}-{seeds[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+
+def z_from_seeds(seeds: Sequence[int], z_dim: int) -> np.ndarray:
+    """One z per seed, as NVIDIA's tools draw it: row i = ``RandomState(seeds[i]).randn(1, z_dim)``.
+
+    Returns (N, z_dim) float32.
+    """
+    if z_dim < 1:
+        raise ValueError(f"z_dim must be >= 1, got {z_dim}")
+    rows = [np.random.RandomState(_check_seed(s)).randn(1, z_dim) for s in seeds]  # N x (1, z_dim) float64
+    if not rows:
+        return np.zeros((0, z_dim), dtype=np.float32)
+    return np.concatenate(rows, axis=0).astype(np.float32)  # (N, z_dim)
+
+
+def check_space(G: Generator, space: str) -> str:
+    """``space`` if ``G`` offers it, else ValueError naming the spaces it has."""
+    if space not in SPACES:
+        raise ValueError(f"unknown latent space {space!r}; choose one of {', '.join(SPACES)}")
+    if space not in G.spaces:
+        raise ValueError(f"{G.name} has no {space!r} space (it offers: {', '.join(G.spaces)})")
+    return space
+
+
+def check_truncation(G: Generator, truncation_psi: float, truncation_cutoff: int | None) -> None:
+    """psi finite; cutoff None or in [0, num_ws]."""
+    if not math.isfinite(truncation_psi):
+        raise ValueError(f"truncation psi must be a finite number, got {truncation_psi}")
+    if truncation_cutoff is not None and not 0 <= truncation_cutoff <= G.num_ws:
+        raise ValueError(
+            f"truncation cutoff must be in [0, {G.num_ws}] ({G.name} has num_ws {G.num_ws}), "
+            f"got {truncation_cutoff}"
+        )
+
+
+def class_vectors(G: Generator, class_idx: int | None, n: int) -> torch.Tensor | None:
+    """One-hot class vectors (n, c_dim) on G's device for a conditional G; None for an unconditional one.
+
+    Raises ValueError when a conditional G gets no class, an unconditional one gets a class, or the
+    class is out of range.
+    """
+    if G.c_dim == 0:
+        if class_idx is not None:
+            raise ValueError(f"{G.name} is unconditional (c_dim 0); do not give a class (got {class_idx})")
+        return None
+    if class_idx is None:
+        raise ValueError(
+            f"{G.name} is conditional with {G.c_dim} classes; give a class in [0, {G.c_dim - 1}]"
+        )
+    if not 0 <= class_idx < G.c_dim:
+        raise ValueError(f"class {class_idx} is out of range for {G.name}: classes are 0..{G.c_dim - 1}")
+    c = torch.zeros(n, G.c_dim, device=G.device)  # (n, c_dim)
+    c[:, class_idx] = 1
+    return c
+
+
+def latent_dim(G: Generator, space: str) -> int:
+    """Row length of stored latents in ``space``."""
+    if space == "z":
+        return G.z_dim
+    if G.w_dim is None:
+        raise ValueError(f"{G.name} has no mapping network, so no {space!r} space")
+    return G.w_dim if space == "w" else G.num_ws * G.w_dim
+
+
+@torch.no_grad()
+def latents_from_z(
+    G: Generator,
+    z: np.ndarray,
+    space: str,
+    truncation_psi: float = 1.0,
+    truncation_cutoff: int | None = None,
+    class_idx: int | None = None,
+) -> np.ndarray:
+    """z (N, z_dim) -> stored latents in ``space``: (N, z_dim), (N, w_dim) or (N, num_ws * w_dim) float32."""
+    N, D = z.shape
+    if D != G.z_dim:
+        raise ValueError(f"expected z of shape (N, {G.z_dim}), got {z.shape}")
+    if space == "z":
+        return np.asarray(z, dtype=np.float32)
+    zt = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32)).to(G.device)  # (N, z_dim)
+    c = class_vectors(G, class_idx, N)  # (N, c_dim) or None
+    ws = G.mapping(zt, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)  # (N, L, w_dim)
+    if ws.ndim != 3 or ws.shape[0] != N or ws.shape[1] != G.num_ws:
+        raise ValueError(f"{G.name}.mapping returned {tuple(ws.shape)}, expected (N, {G.num_ws}, w_dim)")
+    out = ws[:, 0] if space == "w" else ws.reshape(N, -1)  # (N, w_dim) or (N, L * w_dim)
+    return out.float().cpu().numpy()
+
+
+def sample_latents(
+    G: Generator,
+    n: int | None = None,
+    space: str = "z",
+    seed: int = 0,
+    truncation_psi: float = 1.0,
+    truncation_cutoff: int | None = None,
+    class_idx: int | None = None,
+    batch_size: int = 1024,
+    out_path: str | Path | None = None,
+    progress: bool = True,
+    *,
+    seeds: Sequence[int] | None = None,
+    generator_sha256: str | None = None,
+) -> np.ndarray:
+    """Sample ``n`` latents of ``G`` in ``space`` (layouts in the module docstring).
+
+    Either ``seed`` (one RandomState stream of ``n`` rows) or ``seeds`` (one z per seed, NVIDIA style;
+    ``n`` then defaults to ``len(seeds)``). With ``out_path``, the rows stream batch by batch into a
+    memory-mapped temporary ``.npy`` beside it, renamed into place when complete, then a JSON sidecar
+    (``latents.npy`` -> ``latents.json``) is written; the returned array is then a read-only memmap.
+    ``generator_sha256`` goes into the sidecar (see ``sfvq.generators.registry.generator_sha256``).
+    """
+    if seeds is not None:
+        seeds = [_check_seed(s) for s in seeds]
+        if n is not None and n != len(seeds):
+            raise ValueError(f"n ({n}) and the number of seeds ({len(seeds)}) disagree")
+        n = len(seeds)
+    else:
+        seed = _check_seed(seed)
+    if n is None or isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    n = int(n)
+    check_space(G, space)
+    check_truncation(G, truncation_psi, truncation_cutoff)
+    class_vectors(G, class_idx, 1)  # validate the class before any work
+    D = latent_dim(G, space)
+
+    meta = {
+        "kind": LATENTS_KIND,
+        "version": __version__,
+        "generator": G.name,
+        "generator_sha256": generator_sha256,
+        "space": space,
+        "layout": {"z": "(N, z_dim)", "w": "(N, w_dim) = ws[:, 0]", "w+": "(N, num_ws * w_dim) = ws"}[space],
+        "n": n,
+        "z_dim": G.z_dim,
+        "w_dim": G.w_dim,
+        "num_ws": G.num_ws,
+        "c_dim": G.c_dim,
+        "class_idx": class_idx,
+        "truncation_psi": float(truncation_psi),
+        "truncation_cutoff": truncation_cutoff,
+        "truncation_applied": space != "z",
+        "seed": None if seeds is not None else seed,
+        "seeds": format_seeds(seeds) if seeds is not None else None,
+        "rng": (
+            "numpy.random.RandomState(seed).randn(1, z_dim) per seed"
+            if seeds is not None
+            else "numpy.random.RandomState(seed).randn(n, z_dim), one stream"
+        ),
+    }
+    rs = np.random.RandomState(seed) if seeds is None else None
+
+    def fill(out: np.ndarray) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        columns = (TextColumn(f"sampling {space}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar:
+            task = bar.add_task("sample", total=n)
+            for start in range(0, n, batch_size):
+                b = min(batch_size, n - start)
+                if seeds is None:
+                    z = rs.randn(b, G.z_dim)  # (b, z_dim) float64, continues the stream
+                else:
+                    z = z_from_seeds(seeds[start : start + b], G.z_dim)  # (b, z_dim)
+                out[start : start + b] = latents_from_z(
+                    G, z, space, truncation_psi, truncation_cutoff, class_idx
+                )
+                bar.advance(task, b)
+
+    if out_path is None:
+        out = np.empty((n, D), dtype=np.float32)
+        fill(out)
+        return out
+
+    out_path = Path(out_path)
+    meta["file"] = out_path.name
+    meta["shape"] = [n, D]
+    meta["dtype"] = "float32"
+    text = to_json_text(meta)
+    side = sidecar_path(out_path)
+    with atomic_path(out_path) as tmp:
+        mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, D))
+        try:
+            fill(mm)
+            mm.flush()
+        finally:
+            del mm
+        # Complete: drop an old sidecar before the new array replaces the old one, so an array never
+        # sits beside a sidecar that describes another array (an array without sidecar reads as incomplete).
+        side.unlink(missing_ok=True)
+    with atomic_path(side) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return np.load(out_path, mmap_mode="r", allow_pickle=False)
+
+
+def load_latents(path: str | Path, mmap: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
+    """Read latents written by :func:`sample_latents`: the (N, D) array (memmap by default) and sidecar."""
+    array, meta = load_npy_with_sidecar(path, mmap=mmap)
+    if not isinstance(meta, dict) or meta.get("kind") != LATENTS_KIND:
+        raise ValueError(
+            f"{sidecar_path(path)} is not an sfvq latents sidecar (kind {LATENTS_KIND!r} missing)"
+        )
+    if array.ndim != 2 or list(array.shape) != meta.get("shape"):
+        raise ValueError(f"{path}: array shape {array.shape} does not match its sidecar {meta.get('shape')}")
+    return array, meta
