@@ -1,0 +1,539 @@
+"""Clean-room StyleGAN2(-ADA) generator (mapping + skip-architecture synthesis) in plain torch ops.
+
+Written from the maths in ``shared/docs/stylegan-pkl-format.md`` (sections 5 and 6); no NVIDIA code
+is imported, copied or required. Module and parameter names reproduce the official ``state_dict()``
+keys (``mapping.fc0.weight``, ``synthesis.b8.conv0.noise_const``, ...) so that weights load by name.
+Inference only, float32.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sfvq.generators.base import GeneratorError
+
+__all__ = [
+    "FullyConnectedLayer",
+    "MappingNetwork",
+    "StyleGAN2Generator",
+    "SynthesisBlock",
+    "SynthesisLayer",
+    "SynthesisNetwork",
+    "ToRGBLayer",
+    "build_stylegan2",
+    "fir_filter2d",
+    "load_official_state_dict",
+    "modulated_conv2d",
+    "normalize_2nd_moment",
+    "upsample2d",
+]
+
+_LRELU_SLOPE = 0.2
+_ACT_GAIN = {"linear": 1.0, "relu": math.sqrt(2.0), "lrelu": math.sqrt(2.0)}
+NOISE_MODES = ("const", "random", "none")
+
+# ----------------------------------------------------------------------------------------------
+# Functional maths
+# ----------------------------------------------------------------------------------------------
+
+
+def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Divide each row by the root of its mean square: x (N, F) -> (N, F)."""
+    return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
+
+
+def _activate(x: torch.Tensor, activation: str) -> torch.Tensor:
+    """Apply the named activation times its standard gain (linear: 1; relu, lrelu: sqrt 2)."""
+    if activation == "linear":
+        return x
+    if activation == "lrelu":
+        return F.leaky_relu(x, _LRELU_SLOPE) * _ACT_GAIN["lrelu"]
+    if activation == "relu":
+        return F.relu(x) * _ACT_GAIN["relu"]
+    raise GeneratorError(f"unsupported activation {activation!r} (supported: linear, relu, lrelu)")
+
+
+def fir_filter2d(
+    x: torch.Tensor, f: torch.Tensor, pad: tuple[int, int, int, int], gain: float
+) -> torch.Tensor:
+    """Pad x (N, C, H, W) by ``(left, right, top, bottom)``, then convolve "valid" with the FIR f (fh, fw)."""
+    n, c, h, w = x.shape
+    x = F.pad(x.reshape(n * c, 1, h, w), list(pad))  # (N*C, 1, H', W')
+    kernel = (f.flip([0, 1]) * gain).to(x.dtype)[None, None]  # (1, 1, fh, fw): true convolution
+    y = F.conv2d(x, kernel)  # (N*C, 1, H'-fh+1, W'-fw+1)
+    return y.reshape(n, c, y.shape[2], y.shape[3])
+
+
+def upsample2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """x2 up-sampling: zero-insert, pad 2 before / 1 after, 4x4 FIR x4: (N, C, H, W) -> (N, C, 2H, 2W)."""
+    n, c, h, w = x.shape
+    if tuple(f.shape) != (4, 4):
+        raise GeneratorError(f"upsample2d expects a 4x4 resample filter, got {tuple(f.shape)}")
+    up = x.new_zeros(n, c, 2 * h, 2 * w)  # (N, C, 2H, 2W)
+    up[:, :, ::2, ::2] = x
+    return fir_filter2d(up, f, (2, 1, 2, 1), gain=4.0)
+
+
+def modulated_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    demodulate: bool = True,
+    up: int = 1,
+    padding: int = 0,
+    resample_filter: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-sample modulated (and optionally demodulated) convolution as one grouped conv.
+
+    x (N, I, H, W), weight (O, I, k, k), styles (N, I). With ``up=2`` a stride-2 transposed conv
+    (2H+k-2 pixels) is followed by padding 1 and the 4x4 resample filter x4, giving (N, O, 2H, 2W).
+    """
+    n, i, h, w = x.shape
+    o, _, kh, kw = weight.shape
+    wts = weight.unsqueeze(0) * styles.reshape(n, 1, i, 1, 1)  # (N, O, I, kh, kw)
+    if demodulate:
+        wts = wts * (wts.square().sum(dim=[2, 3, 4], keepdim=True) + 1e-8).rsqrt()  # (N, O, I, kh, kw)
+    xg = x.reshape(1, n * i, h, w)  # (1, N*I, H, W)
+    if up == 1:
+        y = F.conv2d(xg, wts.reshape(n * o, i, kh, kw), padding=padding, groups=n)  # (1, N*O, H, W)
+    elif up == 2:
+        if resample_filter is None or tuple(resample_filter.shape) != (4, 4) or kh != 3 or kw != 3:
+            raise GeneratorError("up-sampling modulated conv needs a 3x3 kernel and a 4x4 resample filter")
+        wt = wts.transpose(1, 2).reshape(n * i, o, kh, kw)  # (N*I, O, kh, kw) for conv_transpose2d
+        y = F.conv_transpose2d(xg, wt, stride=2, groups=n)  # (1, N*O, 2H+1, 2W+1)
+        y = fir_filter2d(y, resample_filter, (1, 1, 1, 1), gain=4.0)  # (1, N*O, 2H, 2W)
+    else:
+        raise GeneratorError(f"unsupported up-sampling factor {up}")
+    return y.reshape(n, o, y.shape[2], y.shape[3])
+
+
+# ----------------------------------------------------------------------------------------------
+# Modules (names follow the official state-dict layout)
+# ----------------------------------------------------------------------------------------------
+
+
+class FullyConnectedLayer(nn.Module):
+    """Equalised-learning-rate linear layer: y = act(x (w g_w)^T + b g_b), g_w = lr/sqrt(in), g_b = lr."""
+
+    def __init__(
+        self, in_features: int, out_features: int, activation: str = "linear", lr_multiplier: float = 1.0
+    ) -> None:
+        super().__init__()
+        if activation not in _ACT_GAIN:
+            raise GeneratorError(f"unsupported activation {activation!r} (supported: linear, relu, lrelu)")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.activation = activation
+        self.weight = nn.Parameter(torch.zeros(out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        self.weight_gain = lr_multiplier / math.sqrt(in_features) if in_features > 0 else 1.0
+        self.bias_gain = lr_multiplier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, in) -> (N, out)."""
+        y = x.matmul((self.weight * self.weight_gain).t()) + self.bias * self.bias_gain  # (N, out)
+        return _activate(y, self.activation)
+
+
+class MappingNetwork(nn.Module):
+    """z (N, Z) [+ c (N, C)] -> ws (N, num_ws, W), with truncation towards the stored ``w_avg``."""
+
+    def __init__(
+        self,
+        z_dim: int,
+        c_dim: int,
+        w_dim: int,
+        num_ws: int,
+        num_layers: int = 8,
+        embed_features: int | None = None,
+        layer_features: int | None = None,
+        activation: str = "lrelu",
+        lr_multiplier: float = 0.01,
+    ) -> None:
+        super().__init__()
+        self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
+        self.num_ws, self.num_layers = num_ws, num_layers
+        if embed_features is None:
+            embed_features = w_dim
+        if c_dim == 0:
+            embed_features = 0
+        if layer_features is None:
+            layer_features = w_dim
+        if z_dim + embed_features == 0:
+            raise GeneratorError("mapping network has neither a z input nor a class embedding")
+        if num_layers < 1:
+            raise GeneratorError(f"mapping network needs at least one layer, got num_layers={num_layers}")
+        widths = [z_dim + embed_features] + [layer_features] * (num_layers - 1) + [w_dim]
+        if c_dim > 0:
+            self.embed = FullyConnectedLayer(c_dim, embed_features)
+        for idx in range(num_layers):
+            layer = FullyConnectedLayer(
+                widths[idx], widths[idx + 1], activation=activation, lr_multiplier=lr_multiplier
+            )
+            setattr(self, f"fc{idx}", layer)
+        self.register_buffer("w_avg", torch.zeros(w_dim))
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        c: torch.Tensor | None = None,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+    ) -> torch.Tensor:
+        """z (N, Z), c (N, C) -> ws (N, num_ws, W)."""
+        x = normalize_2nd_moment(z.to(torch.float32)) if self.z_dim > 0 else None  # (N, Z)
+        if self.c_dim > 0:
+            if c is None:
+                raise ValueError(f"this mapping network is conditional: pass c of shape (N, {self.c_dim})")
+            y = normalize_2nd_moment(self.embed(c.to(torch.float32)))  # (N, E)
+            x = torch.cat([x, y], dim=1) if x is not None else y  # (N, Z+E)
+        for idx in range(self.num_layers):
+            x = getattr(self, f"fc{idx}")(x)  # (N, W) after the last layer
+        ws = x.unsqueeze(1).repeat(1, self.num_ws, 1)  # (N, num_ws, W)
+        if truncation_psi != 1:
+            avg = self.w_avg.to(ws.dtype)  # (W,)
+            if truncation_cutoff is None:
+                ws = avg.lerp(ws, truncation_psi)  # avg + psi (ws - avg)
+            else:
+                ws = ws.clone()
+                ws[:, :truncation_cutoff] = avg.lerp(ws[:, :truncation_cutoff], truncation_psi)
+        return ws
+
+
+class SynthesisLayer(nn.Module):
+    """Modulated 3x3 conv (optionally x2 up-sampling) + noise + bias + lrelu*sqrt2 + clamp."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        kernel_size: int = 3,
+        up: int = 1,
+        use_noise: bool = True,
+        activation: str = "lrelu",
+        conv_clamp: float | None = None,
+    ) -> None:
+        super().__init__()
+        if kernel_size != 3:
+            raise GeneratorError(f"unsupported StyleGAN2 conv kernel_size {kernel_size} (only 3)")
+        self.resolution, self.up, self.use_noise = resolution, up, use_noise
+        self.activation, self.conv_clamp = activation, conv_clamp
+        self.padding = kernel_size // 2
+        self.act_gain = _ACT_GAIN[activation] if activation in _ACT_GAIN else None
+        if self.act_gain is None:
+            raise GeneratorError(f"unsupported activation {activation!r} (supported: linear, relu, lrelu)")
+        self.affine = FullyConnectedLayer(w_dim, in_channels)
+        self.register_buffer("resample_filter", torch.zeros(4, 4))
+        self.weight = nn.Parameter(torch.zeros(out_channels, in_channels, kernel_size, kernel_size))
+        if use_noise:
+            self.register_buffer("noise_const", torch.zeros(resolution, resolution))
+            self.noise_strength = nn.Parameter(torch.zeros([]))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+        """x (N, I, H, W), w (N, W) -> (N, O, H*up, W*up)."""
+        styles = self.affine(w)  # (N, I)
+        x = modulated_conv2d(
+            x,
+            self.weight,
+            styles,
+            demodulate=True,
+            up=self.up,
+            padding=self.padding,
+            resample_filter=self.resample_filter,
+        )  # (N, O, R, R)
+        if self.use_noise and noise_mode == "const":
+            x = x + self.noise_const * self.noise_strength  # (R, R) broadcast over N, O
+        elif self.use_noise and noise_mode == "random":
+            n, _, h, w_ = x.shape
+            x = x + torch.randn(n, 1, h, w_, device=x.device, dtype=x.dtype) * self.noise_strength
+        x = _activate(x + self.bias.reshape(1, -1, 1, 1), self.activation)  # (N, O, R, R)
+        if self.conv_clamp is not None:
+            x = x.clamp(-self.conv_clamp, self.conv_clamp)
+        return x
+
+
+class ToRGBLayer(nn.Module):
+    """Modulated 1x1 conv without demodulation + bias + clamp: (N, I, H, W) -> (N, img_channels, H, W)."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, w_dim: int, conv_clamp: float | None = None
+    ) -> None:
+        super().__init__()
+        self.conv_clamp = conv_clamp
+        self.affine = FullyConnectedLayer(w_dim, in_channels)
+        self.weight = nn.Parameter(torch.zeros(out_channels, in_channels, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.weight_gain = 1.0 / math.sqrt(in_channels)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """x (N, I, H, W), w (N, W) -> (N, C, H, W)."""
+        styles = self.affine(w) * self.weight_gain  # (N, I)
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False)  # (N, C, H, W)
+        x = x + self.bias.reshape(1, -1, 1, 1)
+        if self.conv_clamp is not None:
+            x = x.clamp(-self.conv_clamp, self.conv_clamp)
+        return x
+
+
+class SynthesisBlock(nn.Module):
+    """One resolution of the skip architecture: [const | conv0 (x2)] -> conv1 -> torgb, img skip-upsampled."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        img_channels: int,
+        is_last: bool,
+        conv_clamp: float | None = None,
+        use_noise: bool = True,
+        activation: str = "lrelu",
+    ) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.resolution, self.is_last = resolution, is_last
+        self.register_buffer("resample_filter", torch.zeros(4, 4))
+        layer_kw: dict[str, Any] = dict(use_noise=use_noise, activation=activation, conv_clamp=conv_clamp)
+        if in_channels == 0:
+            self.const = nn.Parameter(torch.zeros(out_channels, resolution, resolution))
+        else:
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2, **layer_kw)
+        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, **layer_kw)
+        self.torgb = ToRGBLayer(out_channels, img_channels, w_dim, conv_clamp=conv_clamp)
+        self.num_conv = 1 if in_channels == 0 else 2
+        self.num_torgb = 1
+
+    def forward(
+        self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor, noise_mode: str = "const"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (N, I, R/2, R/2) | None, img (N, C, R/2, R/2) | None, ws (N, num_conv+1, W) -> x, img at R."""
+        if self.in_channels == 0:
+            x = self.const.unsqueeze(0).repeat(ws.shape[0], 1, 1, 1)  # (N, O, 4, 4)
+            x = self.conv1(x, ws[:, 0], noise_mode)
+        else:
+            x = self.conv0(x, ws[:, 0], noise_mode)  # (N, O, R, R)
+            x = self.conv1(x, ws[:, 1], noise_mode)
+        y = self.torgb(x, ws[:, self.num_conv])  # (N, C, R, R)
+        img = y if img is None else upsample2d(img, self.resample_filter) + y
+        return x, img
+
+
+class SynthesisNetwork(nn.Module):
+    """ws (N, num_ws, W) -> images (N, C, R, R), one :class:`SynthesisBlock` ``b{r}`` per resolution."""
+
+    def __init__(
+        self,
+        w_dim: int,
+        img_resolution: int,
+        img_channels: int,
+        channel_base: int = 32768,
+        channel_max: int = 512,
+        conv_clamp: float | None = None,
+        use_noise: bool = True,
+        activation: str = "lrelu",
+    ) -> None:
+        super().__init__()
+        log2 = int(round(math.log2(img_resolution))) if img_resolution > 0 else 0
+        if img_resolution < 4 or 2**log2 != img_resolution:
+            raise GeneratorError(f"img_resolution must be a power of two >= 4, got {img_resolution}")
+        self.w_dim, self.img_resolution, self.img_channels = w_dim, img_resolution, img_channels
+        self.block_resolutions = [2**i for i in range(2, log2 + 1)]
+        channels = {r: min(channel_base // r, channel_max) for r in self.block_resolutions}
+        self.num_ws = 0
+        for r in self.block_resolutions:
+            block = SynthesisBlock(
+                channels[r // 2] if r > 4 else 0,
+                channels[r],
+                w_dim,
+                r,
+                img_channels,
+                is_last=r == img_resolution,
+                conv_clamp=conv_clamp,
+                use_noise=use_noise,
+                activation=activation,
+            )
+            setattr(self, f"b{r}", block)
+            self.num_ws += block.num_conv
+        self.num_ws += 1  # the last block's torgb
+
+    def blocks(self) -> list[SynthesisBlock]:
+        """The blocks in execution order."""
+        return [getattr(self, f"b{r}") for r in self.block_resolutions]
+
+    def forward(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+        """ws (N, num_ws, W) -> img (N, C, R, R), float32, not clamped."""
+        if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
+            raise ValueError(f"ws must have shape (N, {self.num_ws}, {self.w_dim}), got {tuple(ws.shape)}")
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        ws = ws.to(torch.float32)
+        x = img = None
+        w_idx = 0
+        for block in self.blocks():
+            block_ws = ws[:, w_idx : w_idx + block.num_conv + block.num_torgb]  # (N, k, W)
+            x, img = block(x, img, block_ws, noise_mode)
+            w_idx += block.num_conv
+        assert img is not None
+        return img
+
+
+class StyleGAN2Generator(nn.Module):
+    """The full generator: ``mapping(z, c, psi, cutoff) -> ws`` and ``synthesis(ws, noise_mode) -> img``."""
+
+    def __init__(
+        self,
+        z_dim: int,
+        c_dim: int,
+        w_dim: int,
+        img_resolution: int,
+        img_channels: int,
+        mapping_kwargs: Mapping[str, Any],
+        synthesis_kwargs: Mapping[str, Any],
+    ) -> None:
+        super().__init__()
+        self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
+        self.img_resolution, self.img_channels = img_resolution, img_channels
+        self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, **synthesis_kwargs)
+        self.num_ws = self.synthesis.num_ws
+        self.mapping = MappingNetwork(z_dim, c_dim, w_dim, self.num_ws, **mapping_kwargs)
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        c: torch.Tensor | None = None,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+        noise_mode: str = "const",
+    ) -> torch.Tensor:
+        """z (N, Z), c (N, C) -> img (N, C_img, R, R)."""
+        return self.synthesis(self.mapping(z, c, truncation_psi, truncation_cutoff), noise_mode)
+
+
+# ----------------------------------------------------------------------------------------------
+# Construction from the pickle's init kwargs and an official state dict
+# ----------------------------------------------------------------------------------------------
+
+_TOP_KEYS = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")
+_MAPPING_KEYS = {
+    "num_layers",
+    "embed_features",
+    "layer_features",
+    "activation",
+    "lr_multiplier",
+    "w_avg_beta",
+}
+# Synthesis kwargs that change nothing for float32 inference.
+_SYNTHESIS_IGNORED = {
+    "num_fp16_res",
+    "fp16_channels_last",
+    "channels_last",
+    "fused_modconv_default",
+    "use_fp16",
+}
+
+
+def _as_int(kwargs: Mapping[str, Any], key: str) -> int:
+    if key not in kwargs:
+        raise GeneratorError(f"StyleGAN2 init kwargs lack '{key}'")
+    val = kwargs[key]
+    if isinstance(val, bool) or not isinstance(val, int | float) or int(val) != val or val < 0:
+        raise GeneratorError(f"StyleGAN2 init kwarg '{key}' must be a non-negative int, got {val!r}")
+    return int(val)
+
+
+def _synthesis_settings(init_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Resolve synthesis kwargs, nested (stylegan2-ada-pytorch) or flattened (stylegan3 repo)."""
+    if "synthesis_kwargs" in init_kwargs:
+        raw = dict(init_kwargs.get("synthesis_kwargs") or {})
+        default_clamp = None  # stylegan2-ada-pytorch default
+    else:
+        raw = {k: v for k, v in init_kwargs.items() if k not in (*_TOP_KEYS, "mapping_kwargs")}
+        default_clamp = 256  # the SG2 class of the stylegan3 repo
+    out: dict[str, Any] = {
+        "channel_base": raw.pop("channel_base", 32768),
+        "channel_max": raw.pop("channel_max", 512),
+        "conv_clamp": raw.pop("conv_clamp", default_clamp),
+    }
+    arch = raw.pop("architecture", "skip")
+    if arch != "skip":
+        raise GeneratorError(f"unsupported StyleGAN2 synthesis architecture {arch!r} (only 'skip')")
+    rf = raw.pop("resample_filter", [1, 3, 3, 1])
+    if list(rf) != [1, 3, 3, 1]:
+        raise GeneratorError(f"unsupported StyleGAN2 resample_filter {rf!r} (only [1, 3, 3, 1])")
+    if raw.pop("kernel_size", 3) != 3:
+        raise GeneratorError("unsupported StyleGAN2 kernel_size (only 3)")
+    if "use_noise" in raw:
+        out["use_noise"] = bool(raw.pop("use_noise"))
+    if "activation" in raw:
+        out["activation"] = raw.pop("activation")
+    unknown = sorted(k for k in raw if k not in _SYNTHESIS_IGNORED)
+    if unknown:
+        raise GeneratorError(f"unsupported StyleGAN2 synthesis option(s): {', '.join(unknown)}")
+    for key in ("channel_base", "channel_max"):
+        if not isinstance(out[key], int) or out[key] <= 0:
+            raise GeneratorError(f"StyleGAN2 {key} must be a positive int, got {out[key]!r}")
+    return out
+
+
+def _mapping_settings(init_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    raw = dict(init_kwargs.get("mapping_kwargs") or {})
+    unknown = sorted(k for k in raw if k not in _MAPPING_KEYS)
+    if unknown:
+        raise GeneratorError(f"unsupported StyleGAN2 mapping option(s): {', '.join(unknown)}")
+    raw.pop("w_avg_beta", None)  # training only
+    return raw
+
+
+def load_official_state_dict(module: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Copy an official-named state dict into ``module``; missing/unexpected/misshapen keys raise."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    misshapen = [
+        f"{k} (expected {list(expected[k].shape)}, got {list(state_dict[k].shape)})"
+        for k in expected
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)
+    ]
+    problems = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("misshapen", misshapen)):
+        if keys:
+            shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+            problems.append(f"{label} key(s): {shown}")
+    if problems:
+        raise GeneratorError(f"state dict does not fit the {type(module).__name__}: " + "; ".join(problems))
+    with torch.no_grad():
+        for k, t in expected.items():
+            src = state_dict[k]
+            if not isinstance(src, torch.Tensor):
+                raise GeneratorError(f"state dict entry '{k}' is a {type(src).__name__}, not a tensor")
+            if not torch.is_floating_point(src):
+                raise GeneratorError(f"state dict entry '{k}' has dtype {src.dtype}, expected a float tensor")
+            t.copy_(src.to(torch.float32))
+
+
+def build_stylegan2(init_kwargs: dict, state_dict: Mapping[str, torch.Tensor]) -> StyleGAN2Generator:
+    """Build the StyleGAN2 generator described by ``G_ema.init_kwargs`` and load its weights.
+
+    ``init_kwargs`` may nest ``synthesis_kwargs`` (stylegan2-ada-pytorch) or flatten them into the top
+    level (the SG2 class of the stylegan3 repo). ``state_dict`` uses the official key names. Returns an
+    eval-mode float32 module without gradients.
+    """
+    if not isinstance(init_kwargs, Mapping):
+        raise GeneratorError(f"StyleGAN2 init kwargs must be a dict, got {type(init_kwargs).__name__}")
+    dims = {k: _as_int(init_kwargs, k) for k in _TOP_KEYS}
+    mapping_kwargs = _mapping_settings(init_kwargs)
+    synthesis_kwargs = _synthesis_settings(init_kwargs)
+    net = StyleGAN2Generator(**dims, mapping_kwargs=mapping_kwargs, synthesis_kwargs=synthesis_kwargs)
+    load_official_state_dict(net, state_dict)
+    net.eval().requires_grad_(False)
+    return net
