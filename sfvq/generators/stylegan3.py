@@ -1,0 +1,708 @@
+"""Clean-room StyleGAN3 generator (configs T and R) in plain torch, fp32.
+
+Written from ``shared/docs/stylegan-pkl-format.md`` (§5, §6.1, §6.2, §6.4); no NVIDIA code is used,
+copied or imported. The network is rebuilt from G_ema's constructor kwargs (``init_kwargs``, flattened
+synthesis kwargs as the StyleGAN3 repo stores them) and filled from a state dict with the official key
+names (``mapping.fc0.weight``, ``synthesis.L3_36_512.up_filter``, ...). Filters are read from the state
+dict's buffers, not redesigned. Only the reference maths is implemented: filtered leaky ReLU is
+zero-insertion upsampling + FIR via depthwise ``conv2d``, no custom kernels, no fp16.
+
+Entry point: :func:`build_stylegan3`. The returned :class:`StyleGAN3Generator` has submodules
+``mapping`` and ``synthesis`` that are callable as ``G.mapping(z, c, truncation_psi, truncation_cutoff)``
+and ``G.synthesis(ws, noise_mode)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sfvq.generators.base import GeneratorError
+
+__all__ = [
+    "NOISE_MODES",
+    "StyleGAN3Config",
+    "StyleGAN3Generator",
+    "StyleGAN3InputSpec",
+    "StyleGAN3LayerSpec",
+    "build_stylegan3",
+    "resolve_stylegan3_config",
+]
+
+NOISE_MODES = ("const", "random", "none")
+"""Accepted ``noise_mode`` values; StyleGAN3 has no noise inputs, so all three give the same image."""
+
+_REQUIRED_KWARGS = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")
+
+# Synthesis-network and synthesis-layer kwargs (flattened into the Generator's kwargs) and defaults.
+_SYNTHESIS_DEFAULTS: dict[str, Any] = {
+    "channel_base": 32768,
+    "channel_max": 512,
+    "num_layers": 14,
+    "num_critical": 2,
+    "first_cutoff": 2.0,
+    "first_stopband": 2**2.1,
+    "last_stopband_rel": 2**0.3,
+    "margin_size": 10,
+    "output_scale": 0.25,
+    "conv_kernel": 3,
+    "filter_size": 6,
+    "lrelu_upsampling": 2,
+    "use_radial_filters": False,
+    "conv_clamp": 256,
+}
+# Accepted but irrelevant for fp32 inference (training statistics, GPU fp16 switches).
+_IGNORED_SYNTHESIS_KWARGS = ("num_fp16_res", "magnitude_ema_beta", "use_fp16")
+
+_MAPPING_DEFAULTS: dict[str, Any] = {"num_layers": 2, "lr_multiplier": 0.01, "w_avg_beta": 0.998}
+# Keys the Generator passes to the mapping network itself; harmless if repeated in mapping_kwargs.
+_MAPPING_PASSED_KEYS = ("z_dim", "c_dim", "w_dim", "num_ws")
+
+_LRELU_SLOPE = 0.2
+_LRELU_GAIN = math.sqrt(2.0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Configuration: init_kwargs -> resolved per-layer schedule
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StyleGAN3InputSpec:
+    """Fourier-feature input layer: channels, size (width, height), sampling rate, bandwidth."""
+
+    channels: int
+    size: tuple[int, int]
+    sampling_rate: float
+    bandwidth: float
+
+
+@dataclass(frozen=True)
+class StyleGAN3LayerSpec:
+    """Every resolved value of one synthesis layer (same names as the official layer attributes)."""
+
+    name: str
+    is_torgb: bool
+    is_critically_sampled: bool
+    in_channels: int
+    out_channels: int
+    in_size: tuple[int, int]
+    out_size: tuple[int, int]
+    in_sampling_rate: float
+    out_sampling_rate: float
+    tmp_sampling_rate: float
+    in_cutoff: float
+    out_cutoff: float
+    in_half_width: float
+    out_half_width: float
+    conv_kernel: int
+    conv_clamp: float | None
+    up_factor: int
+    down_factor: int
+    up_taps: int
+    down_taps: int
+    down_radial: bool
+    padding: tuple[int, int, int, int]  # (x_lo, x_hi, y_lo, y_hi)
+
+
+@dataclass(frozen=True)
+class StyleGAN3Config:
+    """The whole generator, resolved from ``init_kwargs``."""
+
+    z_dim: int
+    c_dim: int
+    w_dim: int
+    img_resolution: int
+    img_channels: int
+    num_ws: int
+    mapping_layers: int
+    lr_multiplier: float
+    w_avg_beta: float
+    output_scale: float
+    input: StyleGAN3InputSpec
+    layers: tuple[StyleGAN3LayerSpec, ...]
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        """Synthesis layer names in execution order, e.g. ``("L0_36_512", ..., "L14_1024_3")``."""
+        return tuple(spec.name for spec in self.layers)
+
+
+def _as_int(name: str, value: Any, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise GeneratorError(f"StyleGAN3 kwarg {name!r} must be an integer, got {value!r}")
+    if float(value) != int(value) or int(value) < minimum:
+        raise GeneratorError(f"StyleGAN3 kwarg {name!r} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _as_float(name: str, value: Any, positive: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise GeneratorError(f"StyleGAN3 kwarg {name!r} must be a number, got {value!r}")
+    out = float(value)
+    if not math.isfinite(out) or (positive and out <= 0):
+        raise GeneratorError(f"StyleGAN3 kwarg {name!r} must be a finite positive number, got {value!r}")
+    return out
+
+
+def _integral_ratio(name: str, num: float, den: float) -> int:
+    ratio = num / den
+    if abs(ratio - round(ratio)) > 1e-9:
+        raise GeneratorError(
+            f"StyleGAN3 schedule gives a non-integer {name} ({num} / {den}); unsupported config"
+        )
+    return int(round(ratio))
+
+
+def resolve_stylegan3_config(init_kwargs: Mapping[str, Any]) -> StyleGAN3Config:
+    """Resolve G_ema's ``init_kwargs`` into the full StyleGAN3 schedule (format doc §6.4).
+
+    Absent kwargs take the StyleGAN3 repo's defaults. Unknown kwargs raise :class:`GeneratorError`
+    rather than being silently ignored, since they may change the maths.
+    """
+    if not isinstance(init_kwargs, Mapping):
+        raise GeneratorError(f"StyleGAN3 init_kwargs must be a dict, got {type(init_kwargs).__name__}")
+    kwargs = dict(init_kwargs)
+    missing = [k for k in _REQUIRED_KWARGS if k not in kwargs]
+    if missing:
+        raise GeneratorError(f"StyleGAN3 init_kwargs lack required keys: {', '.join(missing)}")
+    # Tolerate a nested synthesis_kwargs dict (SG2 style) by flattening it.
+    nested = kwargs.pop("synthesis_kwargs", None) or {}
+    if not isinstance(nested, Mapping):
+        raise GeneratorError(f"StyleGAN3 synthesis_kwargs must be a dict, got {nested!r}")
+    clash = sorted(set(nested) & set(kwargs))
+    if clash:
+        raise GeneratorError(f"StyleGAN3 kwargs given both flat and in synthesis_kwargs: {', '.join(clash)}")
+    kwargs.update(nested)
+    mapping_kwargs = kwargs.pop("mapping_kwargs", None) or {}
+    if not isinstance(mapping_kwargs, Mapping):
+        raise GeneratorError(f"StyleGAN3 mapping_kwargs must be a dict, got {mapping_kwargs!r}")
+
+    known = set(_REQUIRED_KWARGS) | set(_SYNTHESIS_DEFAULTS) | set(_IGNORED_SYNTHESIS_KWARGS) | {"w_dim"}
+    unknown = sorted(str(k) for k in kwargs if k not in known)
+    if unknown:
+        raise GeneratorError(f"unsupported StyleGAN3 init kwargs: {', '.join(unknown)}")
+    unknown_m = sorted(
+        str(k) for k in mapping_kwargs if k not in _MAPPING_DEFAULTS and k not in _MAPPING_PASSED_KEYS
+    )
+    if unknown_m:
+        raise GeneratorError(f"unsupported StyleGAN3 mapping_kwargs: {', '.join(unknown_m)}")
+
+    z_dim = _as_int("z_dim", kwargs["z_dim"])
+    c_dim = _as_int("c_dim", kwargs["c_dim"])
+    w_dim = _as_int("w_dim", kwargs["w_dim"], minimum=1)
+    res = _as_int("img_resolution", kwargs["img_resolution"], minimum=4)
+    img_channels = _as_int("img_channels", kwargs["img_channels"], minimum=1)
+    if z_dim == 0 and c_dim == 0:
+        raise GeneratorError("StyleGAN3 config has z_dim == 0 and c_dim == 0: nothing to map")
+
+    syn = {**_SYNTHESIS_DEFAULTS, **{k: v for k, v in kwargs.items() if k in _SYNTHESIS_DEFAULTS}}
+    channel_base = _as_float("channel_base", syn["channel_base"])
+    channel_max = _as_float("channel_max", syn["channel_max"])
+    num_layers = _as_int("num_layers", syn["num_layers"], minimum=1)
+    num_critical = _as_int("num_critical", syn["num_critical"])
+    if num_critical >= num_layers:
+        raise GeneratorError(f"StyleGAN3 needs num_critical < num_layers, got {num_critical} >= {num_layers}")
+    first_cutoff = _as_float("first_cutoff", syn["first_cutoff"])
+    first_stopband = _as_float("first_stopband", syn["first_stopband"])
+    last_stopband_rel = _as_float("last_stopband_rel", syn["last_stopband_rel"])
+    margin_size = _as_int("margin_size", syn["margin_size"])
+    output_scale = _as_float("output_scale", syn["output_scale"], positive=False)
+    conv_kernel = _as_int("conv_kernel", syn["conv_kernel"], minimum=1)
+    filter_size = _as_int("filter_size", syn["filter_size"], minimum=1)
+    lrelu_upsampling = _as_int("lrelu_upsampling", syn["lrelu_upsampling"], minimum=1)
+    use_radial = bool(syn["use_radial_filters"])
+    conv_clamp = None if syn["conv_clamp"] is None else _as_float("conv_clamp", syn["conv_clamp"])
+
+    mk = {**_MAPPING_DEFAULTS, **{k: v for k, v in mapping_kwargs.items() if k in _MAPPING_DEFAULTS}}
+    mapping_layers = _as_int("mapping_kwargs.num_layers", mk["num_layers"], minimum=1)
+    lr_multiplier = _as_float("mapping_kwargs.lr_multiplier", mk["lr_multiplier"])
+    w_avg_beta = _as_float("mapping_kwargs.w_avg_beta", mk["w_avg_beta"], positive=False)
+
+    # Per-index schedule i = 0..L (index L is ToRGB).
+    L = num_layers
+    cutoffs, stopbands, rates, half_widths, sizes, channels = [], [], [], [], [], []
+    for i in range(L + 1):
+        e = min(i / (L - num_critical), 1.0)
+        cutoff = first_cutoff * (res / 2 / first_cutoff) ** e
+        stopband = first_stopband * (res / 2 * last_stopband_rel / first_stopband) ** e
+        rate = 2.0 ** math.ceil(math.log2(min(stopband * 2, res)))
+        cutoffs.append(cutoff)
+        stopbands.append(stopband)
+        rates.append(rate)
+        half_widths.append(max(stopband, rate / 2) - cutoff)
+        sizes.append(int(rate + margin_size * 2))
+        channels.append(int(np.rint(min(channel_base / 2 / cutoff, channel_max))))
+    sizes[-2] = sizes[-1] = res
+    channels[-1] = img_channels
+
+    input_spec = StyleGAN3InputSpec(
+        channels=channels[0], size=(sizes[0], sizes[0]), sampling_rate=rates[0], bandwidth=cutoffs[0]
+    )
+    layers = []
+    for i in range(L + 1):
+        prev = max(i - 1, 0)
+        is_torgb = i == L
+        is_crit = i >= L - num_critical
+        in_sr, out_sr = rates[prev], rates[i]
+        tmp_sr = max(in_sr, out_sr) * (1 if is_torgb else lrelu_upsampling)
+        up = _integral_ratio("up_factor", tmp_sr, in_sr)
+        down = _integral_ratio("down_factor", tmp_sr, out_sr)
+        up_taps = filter_size * up if up > 1 and not is_torgb else 1
+        down_taps = filter_size * down if down > 1 and not is_torgb else 1
+        kernel = 1 if is_torgb else conv_kernel
+        in_size, out_size = sizes[prev], sizes[i]
+        # Padding so that the output has exactly out_size pixels (same along x and y).
+        total = (out_size - 1) * down + 1 - (in_size + kernel - 1) * up + up_taps + down_taps - 2
+        lo = (total + up) // 2
+        hi = total - lo
+        layers.append(
+            StyleGAN3LayerSpec(
+                name=f"L{i}_{out_size}_{channels[i]}",
+                is_torgb=is_torgb,
+                is_critically_sampled=is_crit,
+                in_channels=channels[prev],
+                out_channels=channels[i],
+                in_size=(in_size, in_size),
+                out_size=(out_size, out_size),
+                in_sampling_rate=in_sr,
+                out_sampling_rate=out_sr,
+                tmp_sampling_rate=tmp_sr,
+                in_cutoff=cutoffs[prev],
+                out_cutoff=cutoffs[i],
+                in_half_width=half_widths[prev],
+                out_half_width=half_widths[i],
+                conv_kernel=kernel,
+                conv_clamp=conv_clamp,
+                up_factor=up,
+                down_factor=down,
+                up_taps=up_taps,
+                down_taps=down_taps,
+                down_radial=use_radial and not is_crit,
+                padding=(lo, hi, lo, hi),
+            )
+        )
+    return StyleGAN3Config(
+        z_dim=z_dim,
+        c_dim=c_dim,
+        w_dim=w_dim,
+        img_resolution=res,
+        img_channels=img_channels,
+        num_ws=L + 2,
+        mapping_layers=mapping_layers,
+        lr_multiplier=lr_multiplier,
+        w_avg_beta=w_avg_beta,
+        output_scale=output_scale,
+        input=input_spec,
+        layers=tuple(layers),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Maths
+# ---------------------------------------------------------------------------------------------------
+
+
+def _normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """x (N, F) divided by the root mean square over features."""
+    return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
+
+
+def _upfirdn2d(
+    x: torch.Tensor,
+    f: torch.Tensor | None,
+    up: int = 1,
+    down: int = 1,
+    padding: tuple[int, int, int, int] = (0, 0, 0, 0),
+    gain: float = 1.0,
+) -> torch.Tensor:
+    """Upsample (zero insertion), pad (negative crops), FIR-filter ("valid"), downsample.
+
+    x: (N, C, H, W). f: None (identity), (T,) separable or (T, T) 2-D filter. padding is
+    (x_lo, x_hi, y_lo, y_hi). The gain is spread over the two 1-D passes of a separable filter.
+    """
+    n, c, h, w = x.shape
+    if up > 1:
+        # Each pixel followed by up-1 zeros along both axes.
+        x = x.reshape(n, c, h, 1, w, 1)
+        x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])  # (N, C, H, up, W, up)
+        x = x.reshape(n, c, h * up, w * up)
+    x = F.pad(x, list(padding))  # (N, C, H', W'), negative values crop
+    if f is None:
+        if gain != 1:
+            x = x * gain
+        return x[:, :, ::down, ::down] if down > 1 else x
+    # Convolution (not correlation), so flip; keeping every down-th output = a strided "valid" conv.
+    f = f.to(dtype=x.dtype).flip(list(range(f.ndim)))
+    if f.ndim == 1:
+        f = f * (gain**0.5)
+        taps = f.numel()
+        x = F.conv2d(x, f.view(1, 1, 1, taps).expand(c, 1, 1, taps), stride=(1, down), groups=c)  # along W
+        return F.conv2d(x, f.view(1, 1, taps, 1).expand(c, 1, taps, 1), stride=(down, 1), groups=c)  # along H
+    f = f * gain
+    return F.conv2d(x, f[None, None].expand(c, 1, *f.shape), stride=down, groups=c)
+
+
+def _modulated_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    demodulate: bool,
+    input_gain: torch.Tensor,
+) -> torch.Tensor:
+    """Per-sample modulated conv with padding k-1 (output grows by k-1).
+
+    x: (N, I, H, W), weight: (O, I, k, k), styles: (N, I) -> (N, O, H+k-1, W+k-1).
+    """
+    n, i_ch, h, w = x.shape
+    o_ch, _, kh, kw = weight.shape
+    if demodulate:
+        weight = weight * weight.square().mean(dim=[1, 2, 3], keepdim=True).rsqrt()  # (O, I, k, k)
+        styles = styles * styles.square().mean().rsqrt()  # (N, I)
+    wts = weight.unsqueeze(0) * styles.reshape(n, 1, i_ch, 1, 1)  # (N, O, I, k, k)
+    if demodulate:
+        wts = wts * (wts.square().sum(dim=[2, 3, 4], keepdim=True) + 1e-8).rsqrt()
+    wts = wts * input_gain
+    out = F.conv2d(
+        x.reshape(1, n * i_ch, h, w), wts.reshape(n * o_ch, i_ch, kh, kw), padding=(kh - 1, kw - 1), groups=n
+    )  # (1, N*O, H+k-1, W+k-1)
+    return out.reshape(n, o_ch, out.shape[2], out.shape[3])
+
+
+def _filtered_lrelu(
+    x: torch.Tensor,
+    bias: torch.Tensor,
+    up_filter: torch.Tensor | None,
+    down_filter: torch.Tensor | None,
+    up: int,
+    down: int,
+    padding: tuple[int, int, int, int],
+    gain: float,
+    slope: float,
+    clamp: float | None,
+) -> torch.Tensor:
+    """Bias, upsample x up (gain up²), leaky ReLU (slope, gain), clamp, downsample x down. x: (N, C, H, W)."""
+    x = x + bias.reshape(1, -1, 1, 1)
+    x = _upfirdn2d(x, up_filter, up=up, padding=padding, gain=float(up * up))
+    if slope != 1:
+        x = F.leaky_relu(x, negative_slope=slope)
+    if gain != 1:
+        x = x * gain
+    if clamp is not None:
+        x = x.clamp(-clamp, clamp)
+    return _upfirdn2d(x, down_filter, down=down)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Modules (parameter and buffer names follow the official state_dict keys)
+# ---------------------------------------------------------------------------------------------------
+
+
+class _FullyConnected(nn.Module):
+    """Equalised-learning-rate linear layer: y = act(x · (W·g_w)ᵀ + b·g_b)."""
+
+    def __init__(
+        self, in_features: int, out_features: int, activation: str = "linear", lr_multiplier: float = 1.0
+    ):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.activation = activation
+        self.weight = nn.Parameter(torch.zeros(out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        self.weight_gain = lr_multiplier / math.sqrt(in_features) if in_features else 0.0
+        self.bias_gain = lr_multiplier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, in_features) -> (N, out_features)."""
+        w = self.weight * self.weight_gain  # (O, I)
+        b = self.bias * self.bias_gain  # (O,)
+        if self.activation == "linear":
+            return torch.addmm(b.unsqueeze(0), x, w.t())
+        y = x.matmul(w.t()) + b.unsqueeze(0)
+        return F.leaky_relu(y, negative_slope=_LRELU_SLOPE) * _LRELU_GAIN
+
+
+class StyleGAN3Mapping(nn.Module):
+    """z (N, z_dim), c (N, c_dim) -> ws (N, num_ws, w_dim), with truncation towards ``w_avg``."""
+
+    def __init__(self, cfg: StyleGAN3Config):
+        super().__init__()
+        self.z_dim, self.c_dim, self.w_dim, self.num_ws = cfg.z_dim, cfg.c_dim, cfg.w_dim, cfg.num_ws
+        self.num_layers = cfg.mapping_layers
+        self.w_avg_beta = cfg.w_avg_beta  # training only
+        if cfg.c_dim > 0:
+            self.embed = _FullyConnected(cfg.c_dim, cfg.w_dim)
+        in_features = cfg.z_dim + (cfg.w_dim if cfg.c_dim > 0 else 0)
+        for idx in range(cfg.mapping_layers):
+            fc = _FullyConnected(in_features, cfg.w_dim, activation="lrelu", lr_multiplier=cfg.lr_multiplier)
+            setattr(self, f"fc{idx}", fc)
+            in_features = cfg.w_dim
+        self.register_buffer("w_avg", torch.zeros(cfg.w_dim))
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        c: torch.Tensor | None = None,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+    ) -> torch.Tensor:
+        """Map latents to ws; psi != 1 lerps the first ``truncation_cutoff`` ws (all if None) to w_avg."""
+        device = self.w_avg.device
+        z = torch.as_tensor(z, dtype=torch.float32, device=device)
+        if z.ndim != 2 or z.shape[1] != self.z_dim:
+            raise ValueError(f"expected z of shape (N, {self.z_dim}), got {tuple(z.shape)}")
+        n = z.shape[0]
+        if self.c_dim > 0:
+            if c is None:
+                raise ValueError(f"this generator is conditional: pass c of shape (N, {self.c_dim})")
+            c = torch.as_tensor(c, dtype=torch.float32, device=device)
+            if c.shape != (n, self.c_dim):
+                raise ValueError(f"expected c of shape ({n}, {self.c_dim}), got {tuple(c.shape)}")
+        elif c is not None and torch.as_tensor(c).numel() != 0:
+            shape = tuple(torch.as_tensor(c).shape)
+            raise ValueError(f"this generator is unconditional (c_dim=0), got c of shape {shape}")
+        if truncation_cutoff is not None and (
+            isinstance(truncation_cutoff, bool)
+            or int(truncation_cutoff) != truncation_cutoff
+            or truncation_cutoff < 0
+        ):
+            raise ValueError(f"truncation_cutoff must be None or an integer >= 0, got {truncation_cutoff!r}")
+
+        parts = []
+        if self.z_dim > 0:
+            parts.append(_normalize_2nd_moment(z))  # (N, Z)
+        if self.c_dim > 0:
+            parts.append(_normalize_2nd_moment(self.embed(c)))  # (N, W)
+        x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]  # (N, Z + W?)
+        for idx in range(self.num_layers):
+            x = getattr(self, f"fc{idx}")(x)  # (N, W)
+        ws = x.unsqueeze(1).repeat(1, self.num_ws, 1)  # (N, num_ws, W)
+        if truncation_psi != 1:
+            cut = self.num_ws if truncation_cutoff is None else int(truncation_cutoff)
+            ws[:, :cut] = self.w_avg.lerp(ws[:, :cut], float(truncation_psi))
+        return ws
+
+
+class _SynthesisInput(nn.Module):
+    """Fourier features, rotated/translated by an affine of w0, then a linear channel mix."""
+
+    def __init__(self, w_dim: int, spec: StyleGAN3InputSpec):
+        super().__init__()
+        self.w_dim = w_dim
+        self.channels = spec.channels
+        self.size = spec.size
+        self.sampling_rate = spec.sampling_rate
+        self.bandwidth = spec.bandwidth
+        self.weight = nn.Parameter(torch.zeros(spec.channels, spec.channels))
+        self.affine = _FullyConnected(w_dim, 4)
+        self.register_buffer("transform", torch.eye(3))
+        self.register_buffer("freqs", torch.zeros(spec.channels, 2))
+        self.register_buffer("phases", torch.zeros(spec.channels))
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        """w (N, W) -> features (N, C0, H, W)."""
+        n = w.shape[0]
+        t = self.affine(w)  # (N, 4)
+        t = t / t[:, :2].norm(dim=1, keepdim=True)  # (cos, sin, tx, ty)
+        m_r = torch.eye(3, device=w.device).repeat(n, 1, 1)  # (N, 3, 3) rotation
+        m_r[:, 0, 0] = t[:, 0]
+        m_r[:, 0, 1] = -t[:, 1]
+        m_r[:, 1, 0] = t[:, 1]
+        m_r[:, 1, 1] = t[:, 0]
+        m_t = torch.eye(3, device=w.device).repeat(n, 1, 1)  # (N, 3, 3) translation
+        m_t[:, 0, 2] = -t[:, 2]
+        m_t[:, 1, 2] = -t[:, 3]
+        transform = m_r @ m_t @ self.transform.unsqueeze(0)  # (N, 3, 3)
+
+        freqs = self.freqs.unsqueeze(0)  # (1, C, 2)
+        phases = self.phases.unsqueeze(0) + (freqs @ transform[:, :2, 2:]).squeeze(2)  # (N, C)
+        freqs = freqs @ transform[:, :2, :2]  # (N, C, 2)
+        amp = (1 - (freqs.norm(dim=2) - self.bandwidth) / (self.sampling_rate / 2 - self.bandwidth)).clamp(
+            0, 1
+        )
+
+        width, height = self.size
+        xs = (
+            torch.arange(width, device=w.device, dtype=torch.float32) + 0.5 - width / 2
+        ) / self.sampling_rate
+        ys = (
+            torch.arange(height, device=w.device, dtype=torch.float32) + 0.5 - height / 2
+        ) / self.sampling_rate
+        arg = (
+            xs.view(1, 1, width, 1) * freqs[:, None, None, :, 0]
+            + ys.view(1, height, 1, 1) * freqs[:, None, None, :, 1]
+        )  # (N, H, W, C)
+        arg = arg + phases[:, None, None, :]
+        feat = torch.sin(arg * (2 * math.pi)) * amp[:, None, None, :]  # (N, H, W, C)
+        feat = feat @ (self.weight / math.sqrt(self.channels)).t()  # (N, H, W, C)
+        return feat.permute(0, 3, 1, 2)  # (N, C, H, W)
+
+
+class _SynthesisLayer(nn.Module):
+    """Modulated conv + filtered leaky ReLU (or the final ToRGB layer)."""
+
+    def __init__(self, w_dim: int, spec: StyleGAN3LayerSpec):
+        super().__init__()
+        self.spec = spec
+        self.affine = _FullyConnected(w_dim, spec.in_channels)
+        k = spec.conv_kernel
+        self.weight = nn.Parameter(torch.zeros(spec.out_channels, spec.in_channels, k, k))
+        self.bias = nn.Parameter(torch.zeros(spec.out_channels))
+        self.register_buffer("magnitude_ema", torch.ones([]))
+        self.register_buffer("up_filter", torch.zeros(spec.up_taps) if spec.up_taps > 1 else None)
+        if spec.down_taps > 1:
+            shape = (spec.down_taps, spec.down_taps) if spec.down_radial else (spec.down_taps,)
+            self.register_buffer("down_filter", torch.zeros(shape))
+        else:
+            self.register_buffer("down_filter", None)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """x (N, I, in_h, in_w), w (N, W) -> (N, O, out_h, out_w)."""
+        spec = self.spec
+        styles = self.affine(w)  # (N, I)
+        if spec.is_torgb:
+            styles = styles * (1 / math.sqrt(spec.in_channels * spec.conv_kernel**2))
+        input_gain = self.magnitude_ema.rsqrt()
+        x = _modulated_conv2d(x, self.weight, styles, demodulate=not spec.is_torgb, input_gain=input_gain)
+        x = _filtered_lrelu(
+            x,
+            self.bias,
+            self.up_filter,
+            self.down_filter,
+            up=spec.up_factor,
+            down=spec.down_factor,
+            padding=spec.padding,
+            gain=1.0 if spec.is_torgb else _LRELU_GAIN,
+            slope=1.0 if spec.is_torgb else _LRELU_SLOPE,
+            clamp=spec.conv_clamp,
+        )
+        expected = (spec.out_size[1], spec.out_size[0])
+        if tuple(x.shape[2:]) != expected:  # a schedule bug, never user input
+            raise RuntimeError(f"layer {spec.name}: output size {tuple(x.shape[2:])}, expected {expected}")
+        return x
+
+
+class StyleGAN3Synthesis(nn.Module):
+    """ws (N, num_ws, w_dim) -> images (N, img_channels, R, R), raw (not clamped)."""
+
+    def __init__(self, cfg: StyleGAN3Config):
+        super().__init__()
+        self.w_dim, self.num_ws = cfg.w_dim, cfg.num_ws
+        self.img_resolution, self.img_channels = cfg.img_resolution, cfg.img_channels
+        self.output_scale = cfg.output_scale
+        self.layer_names = list(cfg.layer_names)
+        self.input = _SynthesisInput(cfg.w_dim, cfg.input)
+        for spec in cfg.layers:
+            setattr(self, spec.name, _SynthesisLayer(cfg.w_dim, spec))
+
+    def forward(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+        """Run all layers; ``noise_mode`` is validated but has no effect (StyleGAN3 has no noise)."""
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        ws = torch.as_tensor(ws, dtype=torch.float32, device=self.input.weight.device)
+        if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
+            raise ValueError(f"expected ws of shape (N, {self.num_ws}, {self.w_dim}), got {tuple(ws.shape)}")
+        w_list = ws.unbind(dim=1)  # num_ws x (N, W)
+        x = self.input(w_list[0])  # (N, C0, H0, W0)
+        for name, w in zip(self.layer_names, w_list[1:], strict=True):
+            x = getattr(self, name)(x, w)
+        return (x * self.output_scale).to(torch.float32)  # (N, img_channels, R, R)
+
+
+class StyleGAN3Generator(nn.Module):
+    """StyleGAN3 generator: ``mapping(z, c, psi, cutoff)`` and ``synthesis(ws, noise_mode)``."""
+
+    def __init__(self, cfg: StyleGAN3Config):
+        super().__init__()
+        self.config = cfg
+        self.z_dim, self.c_dim, self.w_dim = cfg.z_dim, cfg.c_dim, cfg.w_dim
+        self.num_ws = cfg.num_ws
+        self.img_resolution, self.img_channels = cfg.img_resolution, cfg.img_channels
+        self.mapping = StyleGAN3Mapping(cfg)
+        self.synthesis = StyleGAN3Synthesis(cfg)
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        c: torch.Tensor | None = None,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+        noise_mode: str = "const",
+    ) -> torch.Tensor:
+        """z (N, z_dim) -> images (N, img_channels, R, R)."""
+        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
+        return self.synthesis(ws, noise_mode=noise_mode)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Building and loading
+# ---------------------------------------------------------------------------------------------------
+
+
+def _name_list(names: list[str], limit: int = 20) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def _check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Raise GeneratorError naming every missing, unexpected, misshapen or unusable tensor."""
+    if not isinstance(state_dict, Mapping):
+        raise GeneratorError(f"StyleGAN3 state_dict must be a mapping, got {type(state_dict).__name__}")
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    bad_type = sorted(str(k) for k, v in state_dict.items() if not isinstance(v, torch.Tensor))
+    if bad_type:
+        raise GeneratorError(f"StyleGAN3 state dict entries are not tensors: {_name_list(bad_type)}")
+    missing = sorted(k for k in expected if k not in state_dict)
+    unexpected = sorted(str(k) for k in state_dict if k not in expected)
+    misshapen = sorted(
+        f"{k} (expected {list(expected[k])}, got {list(v.shape)})"
+        for k, v in state_dict.items()
+        if k in expected and tuple(v.shape) != expected[k]
+    )
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_name_list(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_name_list(unexpected)}")
+    if misshapen:
+        problems.append(f"misshapen tensors: {_name_list(misshapen)}")
+    if problems:
+        cfg = model.config
+        raise GeneratorError(
+            "StyleGAN3 weights do not fit the config "
+            f"(z_dim={cfg.z_dim}, c_dim={cfg.c_dim}, w_dim={cfg.w_dim}, img_resolution={cfg.img_resolution}, "
+            f"layers {cfg.layer_names[0]}..{cfg.layer_names[-1]}): " + "; ".join(problems)
+        )
+    not_float = sorted(k for k, v in state_dict.items() if not v.is_floating_point())
+    if not_float:
+        raise GeneratorError(f"StyleGAN3 state dict has non-float tensors: {_name_list(not_float)}")
+    non_finite = sorted(k for k, v in state_dict.items() if not bool(torch.isfinite(v).all()))
+    if non_finite:
+        raise GeneratorError(f"StyleGAN3 state dict has NaN/inf values in: {_name_list(non_finite)}")
+    bad_ema = sorted(k for k, v in state_dict.items() if k.endswith(".magnitude_ema") and float(v) <= 0)
+    if bad_ema:
+        raise GeneratorError(f"StyleGAN3 magnitude_ema must be positive: {_name_list(bad_ema)}")
+
+
+def build_stylegan3(init_kwargs: dict, state_dict: Mapping[str, torch.Tensor]) -> StyleGAN3Generator:
+    """Build a StyleGAN3 generator from G_ema's ``init_kwargs`` and fill it from ``state_dict``.
+
+    The result is on the CPU, fp32, in eval mode with frozen parameters. Raises
+    :class:`GeneratorError` for unsupported kwargs or a state dict that does not fit them.
+    """
+    cfg = resolve_stylegan3_config(init_kwargs)
+    model = StyleGAN3Generator(cfg)
+    _check_state_dict(model, state_dict)
+    with torch.no_grad():
+        model.load_state_dict(
+            {k: v.detach().to("cpu", torch.float32) for k, v in state_dict.items()}, strict=True
+        )
+    return model.eval().requires_grad_(False)
