@@ -32,6 +32,8 @@ __all__ = [
     "StyleGAN3Generator",
     "StyleGAN3InputSpec",
     "StyleGAN3LayerSpec",
+    "StyleGAN3Mapping",
+    "StyleGAN3Synthesis",
     "build_stylegan3",
     "resolve_stylegan3_config",
 ]
@@ -185,7 +187,7 @@ def resolve_stylegan3_config(init_kwargs: Mapping[str, Any]) -> StyleGAN3Config:
     if not isinstance(mapping_kwargs, Mapping):
         raise GeneratorError(f"StyleGAN3 mapping_kwargs must be a dict, got {mapping_kwargs!r}")
 
-    known = set(_REQUIRED_KWARGS) | set(_SYNTHESIS_DEFAULTS) | set(_IGNORED_SYNTHESIS_KWARGS) | {"w_dim"}
+    known = set(_REQUIRED_KWARGS) | set(_SYNTHESIS_DEFAULTS) | set(_IGNORED_SYNTHESIS_KWARGS)
     unknown = sorted(str(k) for k in kwargs if k not in known)
     if unknown:
         raise GeneratorError(f"unsupported StyleGAN3 init kwargs: {', '.join(unknown)}")
