@@ -7,10 +7,14 @@ Randomness follows NVIDIA's tools, so seeds mean the same thing here as there:
   batch by batch (the legacy generator keeps its state between calls, so the result does not depend on
   the batch size).
 
+BigGAN is the exception: its z is truncated noise times psi (``sfvq.generators.biggan.truncated_noise``,
+seeded the same way: one ``RandomState(seed)`` per seed, or one for the whole stream, drawn at once).
+
 Stored layouts (float32, one row per sample, ready to fit a curve on):
 
-* ``z``: (N, z_dim), the raw z fed to the mapping. Truncation is recorded in the sidecar and applies
-  when the z are mapped (for StyleGAN it acts in W; for a plain-z generator such as the DCGAN it scales z).
+* ``z``: (N, z_dim), the z fed to the mapping. Truncation is recorded in the sidecar and applies when
+  the z are mapped (for StyleGAN it acts in W; for the DCGAN it scales z), except for BigGAN, whose z
+  already is truncated noise times psi (``truncation_applied`` in the sidecar says which).
 * ``w``: (N, w_dim) = ``mapping(z, c, psi, cutoff)[:, 0]``.
 * ``w+``: (N, num_ws * w_dim) = ``ws.reshape(N, -1)``; reshape to (N, num_ws, w_dim) to synthesise.
 """
@@ -18,6 +22,7 @@ Stored layouts (float32, one row per sample, ready to fit a curve on):
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -67,6 +72,27 @@ def z_from_seeds(seeds: Sequence[int], z_dim: int) -> np.ndarray:
     return np.concatenate(rows, axis=0).astype(np.float32)  # (N, z_dim)
 
 
+def _is_biggan(G: Generator) -> bool:
+    """True for the BigGAN adapter (whose z prior is truncated noise times psi); never imports it."""
+    module = sys.modules.get("sfvq.generators.biggan")
+    return module is not None and isinstance(G, getattr(module, "BigGANGenerator", ()))
+
+
+def z_for_seeds(G: Generator, seeds: Sequence[int], truncation_psi: float = 1.0) -> np.ndarray:
+    """The z to feed ``G.mapping`` for each seed: (N, z_dim) float32.
+
+    NVIDIA's ``RandomState(seed).randn(1, z_dim)`` for every generator but BigGAN, which gets
+    ``truncated_noise(1, z_dim, truncation_psi, seed)`` per seed.
+    """
+    seeds = [_check_seed(s) for s in seeds]
+    if not _is_biggan(G) or not seeds:
+        return z_from_seeds(seeds, G.z_dim)
+    from sfvq.generators.biggan import truncated_noise
+
+    rows = [truncated_noise(1, G.z_dim, truncation_psi, s).numpy() for s in seeds]  # N x (1, z_dim)
+    return np.concatenate(rows, axis=0).astype(np.float32)  # (N, z_dim)
+
+
 def check_space(G: Generator, space: str) -> str:
     """``space`` if ``G`` offers it, else ValueError naming the spaces it has."""
     if space not in SPACES:
@@ -80,6 +106,8 @@ def check_truncation(G: Generator, truncation_psi: float, truncation_cutoff: int
     """psi finite; cutoff None or in [0, num_ws]."""
     if not math.isfinite(truncation_psi):
         raise ValueError(f"truncation psi must be a finite number, got {truncation_psi}")
+    if truncation_cutoff is not None and G.w_dim is None:
+        raise ValueError(f"{G.name} has no style layers (no w space), so a truncation cutoff does not apply")
     if truncation_cutoff is not None and not 0 <= truncation_cutoff <= G.num_ws:
         raise ValueError(
             f"truncation cutoff must be in [0, {G.num_ws}] ({G.name} has num_ws {G.num_ws}), "
@@ -98,9 +126,7 @@ def class_vectors(G: Generator, class_idx: int | None, n: int) -> torch.Tensor |
             raise ValueError(f"{G.name} is unconditional (c_dim 0); do not give a class (got {class_idx})")
         return None
     if class_idx is None:
-        raise ValueError(
-            f"{G.name} is conditional with {G.c_dim} classes; give a class in [0, {G.c_dim - 1}]"
-        )
+        raise ValueError(f"{G.name} is conditional ({G.c_dim} classes): give a class in 0..{G.c_dim - 1}")
     if not 0 <= class_idx < G.c_dim:
         raise ValueError(f"class {class_idx} is out of range for {G.name}: classes are 0..{G.c_dim - 1}")
     c = torch.zeros(n, G.c_dim, device=G.device)  # (n, c_dim)
@@ -206,6 +232,18 @@ def sample_latents(
         ),
     }
     rs = np.random.RandomState(seed) if seeds is None else None
+    z_all = None
+    if _is_biggan(G):
+        meta["truncation_applied"] = True
+        meta["rng"] = (
+            "sfvq.generators.biggan.truncated_noise(1, z_dim, psi, seed) per seed"
+            if seeds is not None
+            else "sfvq.generators.biggan.truncated_noise(n, z_dim, psi, seed), one stream"
+        )
+        if seeds is None:
+            from sfvq.generators.biggan import truncated_noise
+
+            z_all = truncated_noise(n, G.z_dim, truncation_psi, seed).numpy()  # (n, z_dim), noise * psi
 
     def fill(out: np.ndarray) -> None:
         from rich.console import Console
@@ -216,10 +254,12 @@ def sample_latents(
             task = bar.add_task("sample", total=n)
             for start in range(0, n, batch_size):
                 b = min(batch_size, n - start)
-                if seeds is None:
+                if z_all is not None:
+                    z = z_all[start : start + b]  # (b, z_dim)
+                elif seeds is None:
                     z = rs.randn(b, G.z_dim)  # (b, z_dim) float64, continues the stream
                 else:
-                    z = z_from_seeds(seeds[start : start + b], G.z_dim)  # (b, z_dim)
+                    z = z_for_seeds(G, seeds[start : start + b], truncation_psi)  # (b, z_dim)
                 out[start : start + b] = latents_from_z(
                     G, z, space, truncation_psi, truncation_cutoff, class_idx
                 )

@@ -163,6 +163,8 @@ def test_argument_errors(dcgan) -> None:
         sample_latents(dcgan, n=2, class_idx=0, progress=False)
     with pytest.raises(ValueError, match=r"cutoff must be in \[0, 3\]"):
         sample_latents(G, n=2, space="w", class_idx=0, truncation_cutoff=4, progress=False)
+    with pytest.raises(ValueError, match="no style layers"):
+        sample_latents(dcgan, n=2, truncation_cutoff=1, progress=False)
     with pytest.raises(ValueError, match="finite"):
         sample_latents(dcgan, n=2, truncation_psi=float("inf"), progress=False)
     with pytest.raises(ValueError, match="n must be a positive integer"):

@@ -19,5 +19,10 @@ def _register() -> None:
     main.add_command(_fit.fit)
     main.add_command(_fit.demo)
 
+    from sfvq.cli import generate as _generate
+
+    main.add_command(_generate.sample)
+    main.add_command(_generate.generate)
+
 
 _register()

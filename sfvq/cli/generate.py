@@ -1,0 +1,259 @@
+"""``sfvq sample`` (latents to disk) and ``sfvq generate`` (images for seeds), NVIDIA-style options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sfvq.cli.options import DEVICE, FINITE_FLOAT, SeedList
+from sfvq.latents import MAX_SEED, SPACES
+
+NOISE_MODES = ("const", "random", "none")
+
+
+def _load(network: str, device: str) -> Any:
+    """Load ``--network`` or fail as a usage error naming it."""
+    from sfvq.generators.base import GeneratorError
+    from sfvq.generators.registry import load_generator
+
+    try:
+        return load_generator(network, device=device)
+    except GeneratorError as e:
+        raise click.BadParameter(str(e), param_hint="'--network'") from e
+
+
+def _check(G: Any, truncation_psi: float, truncation_cutoff: int | None, class_idx: int | None) -> None:
+    """Check truncation and class against the loaded generator; usage errors name the option.
+
+    Then one trial mapping, so that whatever else the generator refuses (e.g. BigGAN's psi outside
+    (0, 1]) is a usage error before anything is written.
+    """
+    import torch
+
+    from sfvq.latents import check_truncation, class_vectors, z_for_seeds
+
+    try:
+        check_truncation(G, truncation_psi, truncation_cutoff)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="'--trunc-cutoff'") from e
+    try:
+        class_vectors(G, class_idx, 1)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="'--class'") from e
+    try:
+        z = torch.from_numpy(z_for_seeds(G, [0], truncation_psi)).to(G.device)  # (1, z_dim)
+        G.mapping(z, class_vectors(G, class_idx, 1), truncation_psi, truncation_cutoff)
+    except ValueError as e:
+        raise click.UsageError(f"{G.name} refuses these options: {e}") from e
+
+
+def _shared(f: Any) -> Any:
+    """Options common to ``sample`` and ``generate``."""
+    options = [
+        click.option(
+            "--network",
+            required=True,
+            metavar="NAME|PATH",
+            help="Built-in name (builtin:faces-dcgan), StyleGAN .pkl, rosinality .pt or BigGAN directory.",
+        ),
+        click.option(
+            "--trunc",
+            "truncation_psi",
+            type=FINITE_FLOAT,
+            default=1.0,
+            show_default=True,
+            help="Truncation psi.",
+        ),
+        click.option(
+            "--trunc-cutoff",
+            type=click.IntRange(min=0),
+            default=None,
+            help="Truncate only the first N style layers.",
+        ),
+        click.option(
+            "--class",
+            "class_idx",
+            type=click.IntRange(min=0),
+            default=None,
+            help="Class (conditional models).",
+        ),
+        click.option("--device", type=DEVICE, default="cpu", show_default=True, help="Torch device."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+@click.command()
+@_shared
+@click.option(
+    "--space",
+    type=click.Choice(SPACES),
+    default=None,
+    help="Latent space to store. Default: w if the generator has one, else z.",
+)
+@click.option("--n", "n", type=click.IntRange(min=1), default=None, help="Number of latents (default 10000).")
+@click.option(
+    "--seed", type=click.IntRange(0, MAX_SEED), default=None, help="Seed of the random stream (default 0)."
+)
+@click.option(
+    "--seeds",
+    type=SeedList(max_count=10_000_000),
+    default=None,
+    help="One z per seed, as NVIDIA's tools draw it (e.g. 0-999); instead of --n/--seed.",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
+@click.option(
+    "--outdir",
+    type=click.Path(file_okay=False, dir_okay=True, path_type=Path),
+    required=True,
+    help="Writes latents.npy, latents.json and options.json here.",
+)
+def sample(
+    network: str,
+    space: str | None,
+    n: int | None,
+    seed: int | None,
+    seeds: list[int] | None,
+    truncation_psi: float,
+    trunc_cutoff: int | None,
+    class_idx: int | None,
+    batch_size: int,
+    device: str,
+    outdir: Path,
+) -> None:
+    """Sample latents of a generator (z, w or w+) and write them as an (N, D) float32 .npy."""
+    from sfvq.generators.registry import generator_sha256
+    from sfvq.io import write_options
+    from sfvq.latents import check_space, format_seeds, latent_dim, sample_latents
+
+    if seeds is not None and (n is not None or seed is not None):
+        raise click.UsageError("--seeds gives one z per seed; do not combine it with --n or --seed")
+    if seeds is None:
+        n = 10_000 if n is None else n
+        seed = 0 if seed is None else seed
+    G = _load(network, device)
+    if space is None:
+        space = "w" if "w" in G.spaces else "z"
+    try:
+        check_space(G, space)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="'--space'") from e
+    _check(G, truncation_psi, trunc_cutoff, class_idx)
+    if space == "z" and (truncation_psi != 1.0 or trunc_cutoff is not None):
+        click.echo(
+            "note: space z stores the raw z; the truncation is recorded in latents.json and applies "
+            "when the z are mapped",
+            err=True,
+        )
+    outdir.mkdir(parents=True, exist_ok=True)
+    out_path = outdir / "latents.npy"
+    sample_latents(
+        G,
+        n=None if seeds is not None else n,
+        space=space,
+        seed=0 if seed is None else seed,
+        truncation_psi=truncation_psi,
+        truncation_cutoff=trunc_cutoff,
+        class_idx=class_idx,
+        batch_size=batch_size,
+        out_path=out_path,
+        progress=True,
+        seeds=seeds,
+        generator_sha256=generator_sha256(network),
+    )
+    count = len(seeds) if seeds is not None else n
+    options = {
+        "network": network,
+        "space": space,
+        "n": count,
+        "seed": seed,
+        "seeds": None if seeds is None else format_seeds(seeds),
+        "trunc": truncation_psi,
+        "trunc_cutoff": trunc_cutoff,
+        "class": class_idx,
+        "batch_size": batch_size,
+        "device": device,
+        "outdir": str(outdir),
+    }
+    write_options(outdir, "sample", options)
+    click.echo(f"wrote {out_path} ({count}, {latent_dim(G, space)}) float32, space {space}, from {G.name}")
+
+
+@click.command()
+@_shared
+@click.option("--seeds", type=SeedList(max_count=10_000), required=True, help="Seeds, e.g. 0-15,20.")
+@click.option("--noise-mode", type=click.Choice(NOISE_MODES), default="const", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--grid/--no-grid", default=True, show_default=True, help="Also write a labelled grid.png.")
+@click.option(
+    "--grid-cols", type=click.IntRange(min=1), default=None, help="Images per grid row (default: square)."
+)
+@click.option(
+    "--outdir",
+    type=click.Path(file_okay=False, dir_okay=True, path_type=Path),
+    required=True,
+    help="Writes seed0000.png ..., grid.png and options.json here.",
+)
+def generate(
+    network: str,
+    seeds: list[int],
+    truncation_psi: float,
+    trunc_cutoff: int | None,
+    noise_mode: str,
+    class_idx: int | None,
+    batch_size: int,
+    grid: bool,
+    grid_cols: int | None,
+    device: str,
+    outdir: Path,
+) -> None:
+    """Generate one image per seed (seedNNNN.png) and a labelled grid."""
+    import numpy as np
+    import torch
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from sfvq.generators.base import to_uint8
+    from sfvq.io import labelled_grid, save_png, write_options
+    from sfvq.latents import class_vectors, format_seeds, z_for_seeds
+
+    G = _load(network, device)
+    _check(G, truncation_psi, trunc_cutoff, class_idx)
+    outdir.mkdir(parents=True, exist_ok=True)
+    tiles: list[np.ndarray] = []
+    columns = (TextColumn("generating"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bar, torch.no_grad():
+        task = bar.add_task("generate", total=len(seeds))
+        for start in range(0, len(seeds), batch_size):
+            batch = seeds[start : start + batch_size]
+            z = torch.from_numpy(z_for_seeds(G, batch, truncation_psi)).to(G.device)  # (B, z_dim)
+            c = class_vectors(G, class_idx, len(batch))  # (B, c_dim) or None
+            ws = G.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=trunc_cutoff)  # (B, L, D)
+            images = to_uint8(G.synthesis(ws, noise_mode=noise_mode))  # (B, H, W, C) uint8
+            for s, img in zip(batch, images, strict=True):
+                save_png(outdir / f"seed{s:04d}.png", img)
+                if grid:
+                    tiles.append(img)
+            bar.advance(task, len(batch))
+    if grid:
+        labels = [f"seed {s}" for s in seeds]
+        save_png(outdir / "grid.png", labelled_grid(np.stack(tiles), labels, cols=grid_cols))
+    options = {
+        "network": network,
+        "seeds": format_seeds(seeds),
+        "trunc": truncation_psi,
+        "trunc_cutoff": trunc_cutoff,
+        "noise_mode": noise_mode,
+        "class": class_idx,
+        "batch_size": batch_size,
+        "grid": grid,
+        "grid_cols": grid_cols,
+        "device": device,
+        "outdir": str(outdir),
+        "generator": G.name,
+    }
+    write_options(outdir, "generate", options)
+    click.echo(f"wrote {len(seeds)} images to {outdir}" + (" and grid.png" if grid else ""))
