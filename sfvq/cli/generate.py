@@ -49,45 +49,42 @@ def _check(G: Any, truncation_psi: float, truncation_cutoff: int | None, class_i
         raise click.UsageError(f"{G.name} refuses these options: {e}") from e
 
 
-def _shared(f: Any) -> Any:
-    """Options common to ``sample`` and ``generate``."""
-    options = [
-        click.option(
-            "--network",
-            required=True,
-            metavar="NAME|PATH",
-            help="Built-in name (builtin:faces-dcgan), StyleGAN .pkl, rosinality .pt or BigGAN directory.",
-        ),
-        click.option(
-            "--trunc",
-            "truncation_psi",
-            type=FINITE_FLOAT,
-            default=1.0,
-            show_default=True,
-            help="Truncation psi.",
-        ),
-        click.option(
-            "--trunc-cutoff",
-            type=click.IntRange(min=0),
-            default=None,
-            help="Truncate only the first N style layers.",
-        ),
-        click.option(
-            "--class",
-            "class_idx",
-            type=click.IntRange(min=0),
-            default=None,
-            help="Class (conditional models).",
-        ),
-        click.option("--device", type=DEVICE, default="cpu", show_default=True, help="Torch device."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+def _options(*options: Any) -> Any:
+    """Apply click options in the order given (as they appear in --help)."""
+
+    def decorate(f: Any) -> Any:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+_network = click.option(
+    "--network",
+    required=True,
+    metavar="NAME|PATH",
+    help="Built-in name (builtin:faces-dcgan), StyleGAN .pkl, rosinality .pt or BigGAN directory.",
+)
+_truncation = _options(
+    click.option(
+        "--trunc", "truncation_psi", type=FINITE_FLOAT, default=1.0, show_default=True, help="Truncation psi."
+    ),
+    click.option(
+        "--trunc-cutoff",
+        type=click.IntRange(min=0),
+        default=None,
+        help="Truncate only the first N style layers.",
+    ),
+    click.option(
+        "--class", "class_idx", type=click.IntRange(min=0), default=None, help="Class (conditional models)."
+    ),
+)
+_device = click.option("--device", type=DEVICE, default="cpu", show_default=True, help="Torch device.")
 
 
 @click.command()
-@_shared
+@_network
 @click.option(
     "--space",
     type=click.Choice(SPACES),
@@ -104,7 +101,9 @@ def _shared(f: Any) -> Any:
     default=None,
     help="One z per seed, as NVIDIA's tools draw it (e.g. 0-999); instead of --n/--seed.",
 )
+@_truncation
 @click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
+@_device
 @click.option(
     "--outdir",
     type=click.Path(file_okay=False, dir_okay=True, path_type=Path),
@@ -183,10 +182,12 @@ def sample(
 
 
 @click.command()
-@_shared
+@_network
 @click.option("--seeds", type=SeedList(max_count=10_000), required=True, help="Seeds, e.g. 0-15,20.")
+@_truncation
 @click.option("--noise-mode", type=click.Choice(NOISE_MODES), default="const", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@_device
 @click.option("--grid/--no-grid", default=True, show_default=True, help="Also write a labelled grid.png.")
 @click.option(
     "--grid-cols", type=click.IntRange(min=1), default=None, help="Images per grid row (default: square)."
