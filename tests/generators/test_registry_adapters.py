@@ -132,3 +132,74 @@ def test_biggan_generate(biggan_dir: Path, tmp_path: Path) -> None:
     expected = to_uint8(G.synthesis(G.mapping(z, c, truncation_psi=0.6)))
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "seed0001.png")), expected[1])
     assert (tmp_path / "grid.png").is_file()
+
+
+# ---------------------------------------------------------------------------------------- StyleGAN pickles
+
+FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "stylegan"
+
+
+@pytest.fixture(scope="module")
+def sg2_cond_pkl(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pkl_writer import write_stylegan_pkl
+
+    return write_stylegan_pkl(FIXTURES / "sg2ada_cond", tmp_path_factory.mktemp("pkl") / "sg2_cond.pkl")
+
+
+def test_stylegan_pkl_latents_match_fixture(sg2_cond_pkl: Path) -> None:
+    from safetensors.torch import load_file
+
+    from sfvq.generators.stylegan_pkl import StyleGANGenerator
+
+    G = load_generator(sg2_cond_pkl)
+    assert isinstance(G, StyleGANGenerator) and G.c_dim == 5
+    cases = load_file(str(FIXTURES / "sg2ada_cond" / "cases.safetensors"))
+    for i in range(3):  # rows 0-2 have one-hot classes
+        k = int(cases["c"][i].argmax())
+        z = cases["z"][i : i + 1].numpy()
+        wp = latents_from_z(G, z, "w+", truncation_psi=0.5, truncation_cutoff=2, class_idx=k)
+        expected = cases["ws_psi0.5_cutoff2"][i].reshape(1, -1).numpy()
+        np.testing.assert_allclose(wp, expected, atol=1e-5, rtol=0)
+        w = latents_from_z(G, z, "w", class_idx=k)
+        np.testing.assert_allclose(w, cases["ws_psi1"][i, 0:1].numpy(), atol=1e-5, rtol=0)
+
+
+def test_stylegan_pkl_sample_and_generate(sg2_cond_pkl: Path, tmp_path: Path) -> None:
+    res = _invoke("sample", "--network", sg2_cond_pkl, "--n", 5, "--class", 4, "--outdir", tmp_path / "s")
+    assert res.exit_code == 0, res.output
+    lat = np.load(tmp_path / "s" / "latents.npy")
+    G = load_generator(sg2_cond_pkl)
+    np.testing.assert_allclose(
+        lat, latents_from_z(G, np.random.RandomState(0).randn(5, 32), "w", class_idx=4), atol=1e-6
+    )
+    res = _invoke(
+        "generate", "--network", sg2_cond_pkl, "--seeds", "3", "--class", 0, "--outdir", tmp_path / "g"
+    )
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "g" / "seed0003.png").is_file() and (tmp_path / "g" / "grid.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        ([], "conditional (5 classes): give a class in 0..4"),
+        (["--class", "5"], "class 5 is out of range"),
+        (["--class", "1", "--trunc-cutoff", "9"], "cutoff must be in [0, 8]"),
+    ],
+)
+def test_stylegan_pkl_bad_options(sg2_cond_pkl: Path, tmp_path: Path, args: list[str], fragment: str) -> None:
+    res = _invoke("sample", "--network", sg2_cond_pkl, "--n", 2, *args, "--outdir", tmp_path / "o")
+    assert res.exit_code == 2, res.output
+    assert fragment in " ".join(res.output.split())
+    assert not (tmp_path / "o").exists()
+
+
+def test_evil_pickle_refused_through_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("SFVQ_PWNED_MARKER", str(marker))
+    monkeypatch.chdir(tmp_path)
+    res = _invoke("generate", "--network", FIXTURES / "evil.pkl", "--seeds", "0", "--outdir", tmp_path / "o")
+    assert res.exit_code == 2, res.output
+    assert "posix.system" in res.output
+    assert not marker.exists() and not (tmp_path / "sfvq-pwned-marker").exists()
+    assert not (tmp_path / "o").exists()
