@@ -2,4 +2,7 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+from sfvq.curve import Projection  # noqa: E402
+from sfvq.quantizer import SFVQ, ModelFileError, NotFittedError  # noqa: E402
+
+__all__ = ["SFVQ", "ModelFileError", "NotFittedError", "Projection", "__version__"]

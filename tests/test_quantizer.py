@@ -1,0 +1,234 @@
+"""The SFVQ estimator: fitting, inference equivalences, persistence and every error message."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sfvq import SFVQ, ModelFileError, NotFittedError, curve
+from sfvq.datasets import make_spiral, spiral_points
+
+FAST = dict(epochs=2, batch_size=128, lr=0.02, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def blob():
+    return np.random.default_rng(0).standard_normal((600, 8)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def fitted(blob):
+    return SFVQ(4, random_state=0, **FAST).fit(blob)
+
+
+def test_fit_keeps_every_bitrate_and_reports(fitted, blob):
+    assert sorted(fitted.codebooks_) == [2, 3, 4]
+    assert all(fitted.codebooks_[b].shape == (2**b, 8) for b in (2, 3, 4))
+    assert fitted.codebook_ is fitted.codebooks_[4]
+    assert fitted.n_features_in_ == 8
+    assert [h["bits"] for h in fitted.history_] == [2, 3, 4]
+    assert all(len(h["loss"]) == 2 and h["seconds"] > 0 for h in fitted.history_)
+    assert fitted.usage_.shape == (15,) and fitted.usage_.sum() == 600
+    assert 1 <= fitted.perplexity_ <= 15
+    # More corners never fit worse on this data.
+    mses = [h["mse"] for h in fitted.history_]
+    assert mses[0] > mses[1] > mses[2]
+    assert fitted.score(blob) == pytest.approx(mses[-1], rel=1e-5)
+
+
+def test_each_stage_starts_from_the_doubled_previous_curve(blob):
+    # With zero epochs of training the chain would be exact; with training, check the very first
+    # step of each stage starts from double(previous) by fitting with an infinitesimal learning rate.
+    m = SFVQ(4, random_state=0, epochs=1, batch_size=600, lr=1e-12, verbose=False).fit(blob)
+    for b in (3, 4):
+        torch.testing.assert_close(m.codebooks_[b], curve.double(m.codebooks_[b - 1]), atol=1e-8, rtol=0)
+
+
+def test_fit_is_deterministic_for_a_seed(blob):
+    a = SFVQ(3, random_state=7, **FAST).fit(blob)
+    b = SFVQ(3, random_state=7, **FAST).fit(blob)
+    c = SFVQ(3, random_state=8, **FAST).fit(blob)
+    assert torch.equal(a.codebook_, b.codebook_)
+    assert not torch.equal(a.codebook_, c.codebook_)
+
+
+@pytest.mark.parametrize("init", ["data", "gaussian"])
+@pytest.mark.parametrize("assign", ["dithered", "exact"])
+def test_options_fit(blob, init, assign):
+    m = SFVQ(3, init=init, assign=assign, random_state=0, **FAST).fit(blob)
+    total = float(np.var(blob, axis=0).sum())
+    assert m.score(blob) < 0.9 * total
+
+
+def test_spiral_fit_is_accurate_and_ordered():
+    X = make_spiral(4000, turns=1.0, seed=0)
+    m = SFVQ(5, epochs=4, batch_size=256, lr=0.02, random_state=0, verbose=False).fit(X)
+    nmse = m.score(X) / m.total_variance_
+    assert nmse < 0.003
+    # Each corner's position along the noise-free spiral: consecutive corners must advance along it.
+    ts = np.linspace(0, 1, 5001)
+    C = m.codebook_.numpy()
+    pos = ts[((C[:, None] - spiral_points(ts, turns=1.0)[None]) ** 2).sum(-1).argmin(1)]
+    steps = np.diff(pos)
+    steps = steps * np.sign(steps.sum())  # the curve may run either way
+    assert (steps > 0).all(), pos
+    assert steps.max() < 0.15
+
+
+def test_inverse_transform_of_transform_is_quantize(fitted, blob):
+    t = fitted.transform(blob)
+    assert t.shape == (600,) and t.min() >= 0 and t.max() <= 15
+    np.testing.assert_allclose(fitted.inverse_transform(t), fitted.quantize(blob), atol=1e-5)
+
+
+def test_exact_error_never_exceeds_the_two_segment_rule(fitted, blob):
+    x = np.random.default_rng(1).standard_normal((2000, 8)).astype(np.float32) * 1.5
+    exact = fitted.project(x).sqdist
+    adjacent = fitted.project(x, method="adjacent").sqdist
+    assert (exact <= adjacent + 1e-5).all()
+
+
+def test_predict_directions_and_intermediate_bits(fitted, blob):
+    k = fitted.predict(blob)
+    C = fitted.codebook_.numpy()
+    brute = ((blob[:, None] - C[None]) ** 2).sum(-1).argmin(1)
+    assert (k == brute).mean() > 0.99  # float ties aside
+    d = fitted.directions()
+    assert d.shape == (15, 8)
+    torch.testing.assert_close(d.norm(dim=1), torch.ones(15))
+    raw = fitted.directions(bits=2, normalize=False)
+    torch.testing.assert_close(raw, fitted.codebooks_[2][1:] - fitted.codebooks_[2][:-1])
+    assert fitted.transform(blob, bits=2).max() <= 3
+
+
+def test_input_kinds_follow_the_caller(fitted, blob):
+    assert isinstance(fitted.quantize(blob), np.ndarray)
+    xt = torch.from_numpy(blob)
+    out = fitted.quantize(xt)
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
+    out64 = fitted.quantize(xt.double())
+    assert out64.dtype == torch.float64
+    torch.testing.assert_close(out64.float(), out, atol=1e-5, rtol=0)
+    m = SFVQ(2, random_state=0, **FAST).fit(blob.astype(np.float64))
+    assert m.codebook_.dtype == torch.float32
+
+
+def test_save_load_round_trip(fitted, blob, tmp_path):
+    path = fitted.save(tmp_path / "model.safetensors")
+    assert not list(tmp_path.glob(".*tmp*"))
+    loaded = SFVQ.load(path)
+    assert sorted(loaded.codebooks_) == sorted(fitted.codebooks_)
+    for b, C in fitted.codebooks_.items():
+        assert torch.equal(loaded.codebooks_[b], C)
+    assert loaded.get_params() == fitted.get_params()
+    assert loaded.history_ == json.loads(json.dumps(fitted.history_))
+    assert loaded.perplexity_ == fitted.perplexity_
+    np.testing.assert_array_equal(loaded.usage_, fitted.usage_)
+    np.testing.assert_array_equal(loaded.transform(blob), fitted.transform(blob))
+
+
+# ---------------------------------------------------------------------- errors
+def test_nan_rows_are_counted():
+    X = np.zeros((50, 3), np.float32)
+    X[[3, 9], 1] = np.nan
+    X[20, 0] = np.inf
+    with pytest.raises(ValueError, match=r"NaN or inf in 3 of 50 rows \(first bad row: 3\)"):
+        SFVQ(2, **FAST).fit(X)
+
+
+@pytest.mark.parametrize("shape", [(10,), (2, 5, 3)])
+def test_wrong_ndim(shape):
+    with pytest.raises(ValueError, match=r"must be 2-D \(n_samples, n_features\), got \d-D"):
+        SFVQ(2, **FAST).fit(np.zeros(shape, np.float32))
+
+
+def test_wrong_type_and_empty():
+    with pytest.raises(TypeError, match="numpy array or a torch tensor, got list"):
+        SFVQ(2, **FAST).fit([[1.0, 2.0]])
+    with pytest.raises(ValueError, match="empty"):
+        SFVQ(2, **FAST).fit(np.zeros((0, 4), np.float32))
+
+
+def test_too_few_samples():
+    with pytest.raises(ValueError, match=r"too few samples: 10 rows for a 4-bit curve \(16 corners\)"):
+        SFVQ(4, **FAST).fit(np.ones((10, 2), np.float32))
+
+
+@pytest.mark.parametrize("bits", [1, 17, 2.5, "6", True])
+def test_bits_out_of_range(bits):
+    with pytest.raises(ValueError, match="bits must"):
+        SFVQ(bits, **FAST).fit(np.ones((100, 2), np.float32))
+
+
+@pytest.mark.parametrize(
+    ("kw", "msg"),
+    [
+        ({"init": "kmeans"}, "init must be"),
+        ({"assign": "hard"}, "assign must be"),
+        ({"lr": -1}, "lr must"),
+        ({"epochs": 0}, "epochs must"),
+        ({"eps": 0.7}, "eps must"),
+    ],
+)
+def test_bad_settings(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        SFVQ(2, **{**FAST, **kw}).fit(np.ones((100, 2), np.float32))
+
+
+@pytest.mark.parametrize("method", ["quantize", "transform", "predict", "score"])
+def test_use_before_fit(method):
+    with pytest.raises(NotFittedError, match="not fitted yet"):
+        getattr(SFVQ(2), method)(np.zeros((3, 2), np.float32))
+    with pytest.raises(NotFittedError):
+        SFVQ(2).directions()
+
+
+def test_feature_count_mismatch(fitted):
+    with pytest.raises(ValueError, match="X has 5 features, but this SFVQ was fitted on 8"):
+        fitted.transform(np.zeros((4, 5), np.float32))
+
+
+def test_bad_t_and_unknown_bits(fitted):
+    with pytest.raises(ValueError, match=r"t must lie in \[0, 15\]"):
+        fitted.inverse_transform(np.array([0.0, 15.5]))
+    with pytest.raises(ValueError, match="t must be 1-D"):
+        fitted.inverse_transform(np.zeros((2, 2)))
+    with pytest.raises(ValueError, match=r"no codebook at 6 bits; this model has bits \[2, 3, 4\]"):
+        fitted.quantize(np.zeros((2, 8), np.float32), bits=6)
+
+
+def test_files_that_are_not_models(tmp_path, fitted):
+    with pytest.raises(FileNotFoundError, match="no such model file"):
+        SFVQ.load(tmp_path / "missing.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"this is not a model at all")
+    with pytest.raises(ModelFileError, match="not an sfvq model"):
+        SFVQ.load(junk)
+    from safetensors.torch import save_file
+
+    other = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, str(other))
+    with pytest.raises(ModelFileError, match="safetensors file but not an sfvq model"):
+        SFVQ.load(other)
+    # A truncated copy of a real model.
+    good = fitted.save(tmp_path / "good.safetensors").read_bytes()
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(good[: len(good) // 2])
+    with pytest.raises(ModelFileError, match="not an sfvq model"):
+        SFVQ.load(cut)
+
+
+def test_progress_bar_only_when_verbose(blob, capsys):
+    SFVQ(2, random_state=0, **FAST).fit(blob)
+    assert capsys.readouterr().err == ""
+    SFVQ(2, random_state=0, **{**FAST, "verbose": True}).fit(blob)
+    err = capsys.readouterr().err
+    assert "2-bit curve" in err and "perplexity" in err
+
+
+def test_callback_sees_every_event(blob):
+    events = []
+    SFVQ(3, random_state=0, **FAST).fit(blob, callback=lambda e, info: events.append(e))
+    assert events.count("stage_start") == 2 and events.count("stage_end") == 2
+    assert events.count("epoch_end") == 4 and "step" in events
