@@ -38,8 +38,15 @@ def _load_faces_dcgan(device: str | torch.device | None) -> Generator:
     return load_faces_dcgan(device=device)
 
 
-_BUILTINS: dict[str, Callable[[str | torch.device | None], Generator]] = {
-    "builtin:faces-dcgan": _load_faces_dcgan,
+def _faces_dcgan_weights() -> Path:
+    from sfvq.generators.dcgan import faces_dcgan_weights_path
+
+    return faces_dcgan_weights_path()
+
+
+# name -> (factory(device), path of its weights file)
+_BUILTINS: dict[str, tuple[Callable[[str | torch.device | None], Generator], Callable[[], Path]]] = {
+    "builtin:faces-dcgan": (_load_faces_dcgan, _faces_dcgan_weights),
 }
 
 
@@ -54,10 +61,8 @@ def generator_sha256(name_or_path: str | Path) -> str | None:
     from sfvq.io import sha256_file
 
     text = str(name_or_path)
-    if text == "builtin:faces-dcgan":
-        from sfvq.generators.dcgan import faces_dcgan_weights_path
-
-        return sha256_file(faces_dcgan_weights_path())
+    if text in _BUILTINS:
+        return sha256_file(_BUILTINS[text][1]())
     if text.startswith(BUILTIN_PREFIX):
         return None
     path = Path(text).expanduser()
@@ -84,7 +89,7 @@ def load_generator(name_or_path: str | Path, device: str | torch.device | None =
                 raise GeneratorError(
                     f"unknown built-in generator {text!r}; known: {', '.join(list_generators())}"
                 )
-            return _BUILTINS[text](device)
+            return _BUILTINS[text][0](device)
         if _URL_RE.match(text):
             raise GeneratorError(
                 f"{text!r} is a URL; sfvq never downloads. Download the file yourself and pass its local path"
