@@ -46,6 +46,12 @@ def test_atomic_open_success_and_failure(tmp_path: Path) -> None:
         pass
 
 
+def test_atomic_files_get_ordinary_permissions(tmp_path: Path) -> None:
+    (tmp_path / "plain.txt").write_text("x")
+    write_json(tmp_path / "atomic.json", {})
+    assert (tmp_path / "atomic.json").stat().st_mode == (tmp_path / "plain.txt").stat().st_mode
+
+
 def test_atomic_path_never_creates_target_on_error(tmp_path: Path) -> None:
     target = tmp_path / "x.bin"
     with pytest.raises(KeyboardInterrupt), atomic_path(target) as tmp:
