@@ -37,6 +37,7 @@ from sfvq.io import atomic_path, load_npy_with_sidecar, sidecar_path, to_json_te
 SPACES = ("z", "w", "w+")
 MAX_SEED = 2**32 - 1
 LATENTS_KIND = "sfvq-latents"
+LAYOUTS = {"z": "(N, z_dim)", "w": "(N, w_dim) = ws[:, 0]", "w+": "(N, num_ws * w_dim) = ws.reshape(N, -1)"}
 
 
 def _check_seed(seed: Any) -> int:
@@ -213,7 +214,7 @@ def sample_latents(
         "generator": G.name,
         "generator_sha256": generator_sha256,
         "space": space,
-        "layout": {"z": "(N, z_dim)", "w": "(N, w_dim) = ws[:, 0]", "w+": "(N, num_ws * w_dim) = ws"}[space],
+        "layout": LAYOUTS[space],
         "n": n,
         "z_dim": G.z_dim,
         "w_dim": G.w_dim,
