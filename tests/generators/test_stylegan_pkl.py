@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -253,3 +254,20 @@ def test_conv_clamp_resolved_from_modules(tmp_path: Path) -> None:
     gen = load_stylegan_pkl(write_stylegan_pkl(d, tmp_path / "g.pkl"))
     assert gen.network.synthesis.b4.conv1.conv_clamp == 256
     _check_all_cases(gen, "sg2ada_cond")
+
+
+# -- real NVIDIA-written pickles, when someone provides them ---------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_real_official_pickles_if_available(name: str) -> None:
+    """STYLEGAN_FIXTURE_PKL_DIR: a folder of ``<fixture name>.pkl`` files written by the official code."""
+    folder = os.environ.get("STYLEGAN_FIXTURE_PKL_DIR")
+    if not folder:
+        pytest.skip("STYLEGAN_FIXTURE_PKL_DIR is not set (real NVIDIA pickles are not distributed)")
+    path = Path(folder) / f"{name}.pkl"
+    if not path.is_file():
+        pytest.skip(f"{path} not present")
+    if name in SG3:
+        pytest.importorskip("sfvq.generators.stylegan3")
+    _check_all_cases(load_stylegan_pkl(path), name)
