@@ -54,7 +54,8 @@ def as_matrix(X: ArrayLike, name: str = "X", device: torch.device | str | None =
     if isinstance(X, np.ndarray):
         if X.dtype.kind not in "fiu":
             raise TypeError(f"{name} must hold numbers, got numpy dtype {X.dtype}")
-        t = torch.from_numpy(np.ascontiguousarray(X))
+        # Read-only arrays (memory maps) are copied: torch tensors must be writable.
+        t = torch.from_numpy(np.ascontiguousarray(X) if X.flags.writeable else np.array(X))
     elif isinstance(X, torch.Tensor):
         t = X.detach()
     else:
