@@ -72,9 +72,9 @@ def init_by_norm(x: torch.Tensor, K: int = 4) -> torch.Tensor:
 
 @dataclass
 class Projection:
-    """Result of projecting rows of x onto a curve."""
+    """Result of projecting rows of x onto a curve; ``points`` are decoded only when asked for."""
 
-    points: torch.Tensor  # (N, D) nearest points on the curve
+    codebook: torch.Tensor  # (K, D) the curve, on x's device and dtype
     segment: torch.Tensor  # (N,) long, segment index in [0, K-2]
     lam: torch.Tensor  # (N,) position within the segment, in [0, 1]
     sqdist: torch.Tensor  # (N,) squared distance from x to its point
@@ -84,6 +84,14 @@ class Projection:
         """Fractional curve index ``segment + lam``, shape (N,)."""
         return self.segment.to(self.lam.dtype) + self.lam
 
+    @property
+    def points(self) -> torch.Tensor:
+        """Nearest points of the curve, (N, D)."""
+        c = self.codebook
+        start = c.index_select(0, self.segment)  # (N, D)
+        step = (c[1:] - c[:-1]).index_select(0, self.segment)  # (N, D)
+        return start.addcmul_(step, self.lam.unsqueeze(1))
+
 
 def _segment_tables(c: torch.Tensor):
     """Per-segment constants of a (centred) codebook c (K, D)."""
@@ -92,13 +100,7 @@ def _segment_tables(c: torch.Tensor):
     ad = (c[:-1] * d).sum(1)  # (S,) <c_k, d_k>
     aa = (c * c).sum(1)  # (K,) squared corner norms
     inv_dd = torch.where(dd > 0, 1 / dd.clamp_min(torch.finfo(c.dtype).tiny), torch.zeros_like(dd))
-    return d, dd, ad, aa, inv_dd
-
-
-def _finish(x: torch.Tensor, c: torch.Tensor, seg: torch.Tensor, lam: torch.Tensor) -> Projection:
-    points = torch.lerp(c[seg], c[seg + 1], lam.unsqueeze(1))  # (n, D)
-    sqdist = ((x - points) ** 2).sum(1)  # (n,)
-    return Projection(points, seg, lam, sqdist)
+    return dd, ad, aa, inv_dd
 
 
 def project(
@@ -115,40 +117,38 @@ def project(
     """
     if method not in ("exact", "adjacent"):
         raise ValueError(f"method must be 'exact' or 'adjacent', got {method!r}")
-    N, D = x.shape
     K = codebook.shape[0]
     if K < 2:
         raise ValueError(f"a curve needs at least 2 corners, got {K}")
-    c = codebook.to(device=x.device, dtype=x.dtype)
+    corners = codebook.to(device=x.device, dtype=x.dtype)
     # Centre both on the codebook mean: the expanded distance formula then loses no precision to a
     # large common offset (StyleGAN's W has one).
-    centre = c.mean(0)
-    c = c - centre  # (K, D)
-    d, dd, ad, aa, inv_dd = _segment_tables(c)
-    rows = chunk_size or chunk_rows(K)
+    centre = corners.mean(0)
+    c = corners - centre  # (K, D)
+    dd, ad, aa, inv_dd = _segment_tables(c)
     chunk_fn = _exact_chunk if method == "exact" else _adjacent_chunk
-    corners = codebook.to(device=x.device, dtype=x.dtype)
-    out: list[Projection] = []
-    for xs in torch.split(x, rows):
-        g = (xs - centre) @ c.T  # (n, K): <x, c_k>, the only O(n D K) work
-        seg, lam = chunk_fn(g, dd, ad, aa, inv_dd)
-        out.append(_finish(xs, corners, seg, lam))
-    return Projection(
-        *(torch.cat([getattr(p, f) for p in out]) for f in ("points", "segment", "lam", "sqdist"))
-    )
+    segs, lams, dists = [], [], []
+    for xs in torch.split(x, chunk_size or chunk_rows(K)):
+        xc = xs - centre  # (n, D)
+        g = xc @ c.T  # (n, K): <x, c_k>, the only O(n D K) work
+        seg, lam, score = chunk_fn(g, dd, ad, aa, inv_dd)
+        # score = ||x - point||^2 - ||x||^2; clamp the rounding of points lying on the curve
+        dists.append((score + torch.linalg.vecdot(xc, xc)).clamp_min_(0))
+        segs.append(seg)
+        lams.append(lam)
+    return Projection(corners, torch.cat(segs), torch.cat(lams), torch.cat(dists))
 
 
 def _exact_chunk(g, dd, ad, aa, inv_dd):
-    """Best segment and lambda per row from g = <x, c_k> (n, K)."""
+    """Best segment, lambda and score per row from g = <x, c_k> (n, K)."""
     num = g[:, 1:] - g[:, :-1]  # (n, S): <x, d_k>
     num -= ad  # <x - c_k, d_k>
     lam = (num * inv_dd).clamp_(0, 1)  # (n, S)
-    # ||x - c_k - lam d_k||^2 - ||x||^2 = aa_k - 2 g_k - 2 lam num + lam^2 dd
-    score = lam * dd - 2 * num  # (n, S), reuses no storage of num since lam is used after
-    score.mul_(lam)
-    score.sub_(2 * g[:, :-1]).add_(aa[:-1])
-    seg = score.argmin(1)  # (n,)
-    return seg, lam.gather(1, seg.unsqueeze(1)).squeeze(1)
+    # ||x - c_k - lam d_k||^2 - ||x||^2 = aa_k - 2 g_k + lam (lam dd - 2 num)
+    score = torch.mul(lam, dd).sub_(num, alpha=2).mul_(lam)
+    score.sub_(g[:, :-1], alpha=2).add_(aa[:-1])
+    best, seg = score.min(1)  # (n,)
+    return seg, lam.gather(1, seg.unsqueeze(1)).squeeze(1), best
 
 
 def _adjacent_chunk(g, dd, ad, aa, inv_dd):
@@ -164,8 +164,8 @@ def _adjacent_chunk(g, dd, ad, aa, inv_dd):
     num = g.gather(1, cand + 1) - gk - ad[cand]  # <x - c_i, d_i>
     lam = (num * inv_dd[cand]).clamp(0, 1)
     score = aa[cand] - 2 * gk - 2 * lam * num + lam * lam * dd[cand]
-    best = score.argmin(1, keepdim=True)  # ties keep the lower segment
-    return cand.gather(1, best).squeeze(1), lam.gather(1, best).squeeze(1)
+    best, pick = score.min(1, keepdim=True)  # ties keep the lower segment
+    return cand.gather(1, pick).squeeze(1), lam.gather(1, pick).squeeze(1), best.squeeze(1)
 
 
 def nearest_corner(x: torch.Tensor, codebook: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:

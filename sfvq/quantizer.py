@@ -27,6 +27,10 @@ MIN_BITS, MAX_BITS = 2, 16
 
 ArrayLike = np.ndarray | torch.Tensor
 
+# The default schedule, chosen by benchmarks/run.py (workload aniso512): 2 passes a stage with batches
+# of 2048 reach a lower error than the authors' 5 passes with batches of 64, in a fraction of the time.
+DEFAULT_SCHEDULE: dict[str, Any] = {"epochs": 2, "batch_size": 2048, "lr": 2e-2}
+
 
 class NotFittedError(RuntimeError):
     """A method that needs a fitted curve was called before ``fit``."""
@@ -114,9 +118,9 @@ class SFVQ:
         self,
         bits: int = 6,
         *,
-        epochs: int = 4,
-        batch_size: int = 2048,
-        lr: float = 2e-2,
+        epochs: int = DEFAULT_SCHEDULE["epochs"],
+        batch_size: int = DEFAULT_SCHEDULE["batch_size"],
+        lr: float = DEFAULT_SCHEDULE["lr"],
         lr_milestones: tuple[float, ...] = (0.6, 0.8),
         lr_gamma: float = 0.5,
         init: str = "data",
@@ -196,7 +200,7 @@ class SFVQ:
 
         self.n_features_in_ = D
         self.n_samples_fit_ = N
-        self.total_variance_ = float(x.double().var(0, unbiased=False).sum())
+        self.total_variance_ = float(x.var(0, unbiased=False).double().sum())
         self.codebooks_: dict[int, torch.Tensor] = {}
         self.history_: list[dict[str, Any]] = []
         try:
@@ -260,31 +264,51 @@ class SFVQ:
             for idx in torch.split(perm, B):
                 for group in opt.param_groups:
                     group["lr"] = self._lr_at(step, total)
-                xb = x[idx]  # (B, D)
-                loss = self._batch_loss(xb, C, gen)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
+                loss, C.grad = self._batch_loss_and_grad(x[idx], C.detach(), gen)
                 opt.step()
-                total_loss += loss.detach().double() * idx.numel()
+                total_loss += loss.double() * idx.numel()
                 step += 1
-                emit("step", {"bits": bits, "epoch": epoch, "step": step, "loss": loss.detach()})
+                emit("step", {"bits": bits, "epoch": epoch, "step": step, "loss": loss})
             losses.append(float(total_loss) / N)
             emit("epoch_end", {"bits": bits, "epoch": epoch, "loss": losses[-1]})
         return C.detach(), losses
 
-    def _batch_loss(self, xb: torch.Tensor, C: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """Mean squared distance of the batch to its assigned points (differentiable in C)."""
+    def _batch_loss_and_grad(
+        self, xb: torch.Tensor, C: torch.Tensor, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss ``mean ||x - xhat||^2`` of a batch (B, D) and its gradient with respect to C (K, D).
+
+        ``xhat = (1 - lam) c_k + lam c_{k+1}`` is linear in the codebook, so the gradient has a closed
+        form: each assigned point is pulled towards the mean of its samples, and the pull is shared by
+        the segment's two corners with weights ``1 - lam`` and ``lam``. Written out rather than left to
+        autograd, it costs one scatter-add of the batch beside the distance product (tested against
+        autograd).
+        """
+        B = xb.shape[0]
+        S = C.shape[0] - 1
         if self.assign == "dithered":
-            lam = torch.rand(C.shape[0] - 1, generator=gen, device=C.device)  # (S,) one dither a segment
+            lam = torch.rand(S, generator=gen, device=C.device)  # (S,) one dither a segment, per step
             P = curve.dithered_points(C, lam)  # (S, D)
-            with torch.no_grad():
-                j = ((P * P).sum(1) - 2 * xb @ P.T).argmin(1)  # (B,) nearest dithered point
-            xhat = P[j]  # (B, D)
+            scores = torch.addmm((P * P).sum(1), xb, P.T, alpha=-2)  # (B, S): ||x - p||^2 - ||x||^2
+            best, j = scores.min(1)  # (B,)
+            loss = (best + torch.linalg.vecdot(xb, xb)).mean()
+            counts = torch.bincount(j, minlength=S).to(C.dtype)  # (S,)
+            sums = torch.zeros_like(P).index_add_(0, j, xb)  # (S, D) sum of samples per point
+            gP = (counts.unsqueeze(1) * P - sums) * (2 / B)  # (S, D) dL/dP
+            g_start, g_end = (1 - lam).unsqueeze(1) * gP, lam.unsqueeze(1) * gP  # shares of c_k, c_{k+1}
         else:
-            with torch.no_grad():
-                proj = curve.project(xb, C.detach())
-            xhat = torch.lerp(C[proj.segment], C[proj.segment + 1], proj.lam.unsqueeze(1))
-        return ((xb - xhat) ** 2).sum(1).mean()
+            proj = curve.project(xb, C)
+            seg, lam = proj.segment, proj.lam.unsqueeze(1)  # (B,), (B, 1)
+            loss = proj.sqdist.mean()
+            r = (proj.points - xb) * (2 / B)  # (B, D) dL/dxhat
+            g_start = torch.zeros(S, C.shape[1], dtype=C.dtype, device=C.device).index_add_(
+                0, seg, r * (1 - lam)
+            )
+            g_end = torch.zeros_like(g_start).index_add_(0, seg, r * lam)
+        grad = torch.zeros_like(C)
+        grad[:-1] += g_start
+        grad[1:] += g_end
+        return loss, grad
 
     # ------------------------------------------------------------------ inference
     def _check_fitted(self) -> None:

@@ -232,3 +232,25 @@ def test_callback_sees_every_event(blob):
     SFVQ(3, random_state=0, **FAST).fit(blob, callback=lambda e, info: events.append(e))
     assert events.count("stage_start") == 2 and events.count("stage_end") == 2
     assert events.count("epoch_end") == 4 and "step" in events
+
+
+@pytest.mark.parametrize("assign", ["dithered", "exact"])
+def test_closed_form_gradient_matches_autograd(blob, assign):
+    m = SFVQ(3, assign=assign, random_state=0, **FAST)
+    C = torch.randn(8, 8, generator=torch.Generator().manual_seed(0))
+    xb = torch.from_numpy(blob[:200])
+    loss, grad = m._batch_loss_and_grad(xb, C, torch.Generator().manual_seed(5))
+    # The same loss through autograd, with the same dithers.
+    Cg = C.clone().requires_grad_(True)
+    if assign == "dithered":
+        lam = torch.rand(7, generator=torch.Generator().manual_seed(5))
+        P = curve.dithered_points(Cg, lam)
+        j = ((xb[:, None] - P[None].detach()) ** 2).sum(-1).argmin(1)
+        xhat = P[j]
+    else:
+        p = curve.project(xb, C)
+        xhat = torch.lerp(Cg[p.segment], Cg[p.segment + 1], p.lam.unsqueeze(1))
+    ref = ((xb - xhat) ** 2).sum(1).mean()
+    ref.backward()
+    torch.testing.assert_close(loss, ref.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad, Cg.grad, rtol=1e-4, atol=1e-5)

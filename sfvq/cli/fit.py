@@ -12,8 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sfvq.cli.options import DEVICE
-
-FIT_DEFAULTS: dict[str, Any] = {"epochs": 4, "batch_size": 2048, "lr": 2e-2}
+from sfvq.quantizer import DEFAULT_SCHEDULE as FIT_DEFAULTS
 
 
 def load_latents(path: Path) -> np.ndarray:
