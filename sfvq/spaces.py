@@ -1,0 +1,346 @@
+"""The latent space a curve lives in, and the exact way back from a vector there to an image.
+
+Three kinds:
+
+* ``w``: StyleGAN's W (``mapping(z)[:, 0]``, the paper's space). Edits may touch a range of the W+ layers.
+* ``z``: the generator's input noise. Kept for comparison: a Gaussian z has no structure for a curve.
+* ``features``: a layer's activations, flattened and reduced by PCA (the components holding a share of
+  the variance, capped), as GANSpace does for generators without a mapping network. Vectors are mapped
+  back through the PCA and the rest of the generator runs from that layer (``synthesis_from``).
+
+Every space turns a *space vector* (N, dim), the thing the curve is fitted to, into a *full* tensor
+(N, num_ws, full_dim) that the generator renders; edits add a lifted direction to a full tensor, so an
+edit with sigma 0 renders exactly the unedited image (the PCA residual of a seed's features is kept).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sfvq.generators.base import Generator
+from sfvq.io import atomic_path, write_json
+from sfvq.latents import class_vectors, sample_latents, z_for_seeds
+
+KINDS = ("w", "z", "features")
+SPACE_FILE = "space.json"
+PCA_FILE = "space_pca.safetensors"
+
+
+def _is_biggan(G: Generator) -> bool:
+    return type(G).__name__ == "BigGANGenerator"
+
+
+class LatentSpace:
+    """A generator seen through one latent space (see the module docstring).
+
+    Attributes: ``kind``, ``dim`` (space vectors), ``num_ws`` (layers an edit can address; 1 where layer
+    ranges do not apply), ``full_dim``, and the sampling settings ``truncation_psi``,
+    ``truncation_cutoff``, ``class_idx``, ``noise_mode``.
+    """
+
+    def __init__(
+        self,
+        G: Generator,
+        kind: str,
+        *,
+        layer: str | None = None,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+        class_idx: int | None = None,
+        noise_mode: str = "const",
+        pca_mean: torch.Tensor | None = None,
+        pca_components: torch.Tensor | None = None,
+        pca_explained: float | None = None,
+        feature_shape: tuple[int, ...] | None = None,
+    ) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"space must be one of {KINDS}, got {kind!r}")
+        if kind == "w" and "w" not in G.spaces:
+            raise ValueError(f"{G.name} has no mapping network, so no W space; use 'features' or 'z'")
+        if kind == "features":
+            layer = layer or G.layers[0]
+            if layer not in G.layers:
+                raise ValueError(f"unknown layer {layer!r} for {G.name}; layers: {', '.join(G.layers)}")
+        self.G = G
+        self.kind = kind
+        self.layer = layer if kind == "features" else None
+        self.truncation_psi = float(truncation_psi)
+        self.truncation_cutoff = truncation_cutoff
+        self.class_idx = class_idx
+        self.noise_mode = noise_mode
+        self.pca_mean = pca_mean  # (F,)
+        self.pca_components = pca_components  # (k, F), orthonormal rows
+        self.pca_explained = pca_explained
+        self.feature_shape = feature_shape  # (C, H, W) of the layer
+        if kind == "w":
+            self.num_ws, self.full_dim, self.dim = G.num_ws, int(G.w_dim), int(G.w_dim)
+        elif kind == "z":
+            self.num_ws, self.full_dim, self.dim = 1, G.z_dim, G.z_dim
+        else:
+            self.num_ws = 1
+            self.full_dim = None if pca_components is None else int(pca_components.shape[1])
+            self.dim = None if pca_components is None else int(pca_components.shape[0])
+
+    # ------------------------------------------------------------------ description
+    @property
+    def name(self) -> str:
+        return f"features:{self.layer}" if self.kind == "features" else self.kind
+
+    @property
+    def fitted(self) -> bool:
+        return self.kind != "features" or self.pca_components is not None
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-friendly settings (what ``save`` writes to space.json)."""
+        d: dict[str, Any] = {
+            "kind": self.kind,
+            "layer": self.layer,
+            "dim": self.dim,
+            "num_ws": self.num_ws,
+            "full_dim": self.full_dim,
+            "truncation_psi": self.truncation_psi,
+            "truncation_cutoff": self.truncation_cutoff,
+            "class_idx": self.class_idx,
+            "noise_mode": self.noise_mode,
+            "generator": self.G.name,
+        }
+        if self.kind == "features":
+            d.update(pca_explained=self.pca_explained, feature_shape=list(self.feature_shape or ()))
+        return d
+
+    # ------------------------------------------------------------------ sampling
+    def _c(self, n: int) -> torch.Tensor | None:
+        return class_vectors(self.G, self.class_idx, n)
+
+    def _features_of_z(self, z: torch.Tensor) -> torch.Tensor:
+        """Flattened activations at the layer for z (n, z_dim) -> (n, F)."""
+        kw = {"truncation_psi": self.truncation_psi} if _is_biggan(self.G) else {}
+        f = self.G.features(z.to(self.G.device), self._c(z.shape[0]), self.layer, **kw)
+        if self.feature_shape is None:
+            self.feature_shape = tuple(f.shape[1:])
+        return f.reshape(f.shape[0], -1).float()
+
+    def sample(
+        self,
+        n: int,
+        seed: int = 0,
+        *,
+        batch_size: int = 256,
+        progress: bool = True,
+        pca_variance: float = 0.95,
+        pca_max: int = 300,
+    ) -> np.ndarray:
+        """Space vectors for ``n`` latents drawn from one seeded stream -> (n, dim) float32.
+
+        For a feature space this also fits the PCA (on these samples) when it has none yet.
+        """
+        if self.kind in ("w", "z"):
+            return np.asarray(
+                sample_latents(
+                    self.G,
+                    n,
+                    self.kind,
+                    seed,
+                    self.truncation_psi,
+                    self.truncation_cutoff,
+                    self.class_idx,
+                    batch_size,
+                    progress=progress,
+                )
+            )
+        z = sample_latents(self.G, n, "z", seed, 1.0, None, self.class_idx, batch_size, progress=False)
+        from sfvq.progress import track
+
+        chunks = range(0, n, batch_size)
+        feats = torch.cat(
+            [
+                self._features_of_z(torch.from_numpy(np.asarray(z[i : i + batch_size])))
+                for i in track(chunks, f"features at {self.layer}", total=len(chunks), enabled=progress)
+            ]
+        )  # (n, F)
+        if self.pca_components is None:
+            self.fit_pca(feats, pca_variance, pca_max)
+        return self.reduce(feats).cpu().numpy()
+
+    def fit_pca(self, feats: torch.Tensor, variance: float = 0.95, max_components: int = 300) -> None:
+        """PCA of flattened features (n, F): keep the fewest components holding ``variance`` of the
+        total, at most ``max_components`` (randomised SVD; exact when F or n is small)."""
+        n, F = feats.shape
+        if not 0 < variance <= 1:
+            raise ValueError(f"pca variance share must lie in (0, 1], got {variance}")
+        mean = feats.mean(0)  # (F,)
+        xc = feats - mean
+        total = float(xc.pow(2).sum()) / max(n - 1, 1)
+        q = min(max_components + 20, n, F)
+        gen_state = torch.random.get_rng_state()
+        torch.manual_seed(0)  # svd_lowrank draws a random test matrix: keep the PCA reproducible
+        try:
+            if q >= min(n, F) or min(n, F) <= 2048:
+                _, s, vt = torch.linalg.svd(xc, full_matrices=False)
+                v = vt.T
+            else:
+                _, s, v = torch.svd_lowrank(xc, q=q, niter=4)
+        finally:
+            torch.random.set_rng_state(gen_state)
+        var = s.double() ** 2 / max(n - 1, 1)  # (q,)
+        share = var.cumsum(0) / total if total > 0 else torch.ones_like(var)
+        k = int((share < variance).sum()) + 1
+        k = max(1, min(k, max_components, v.shape[1]))
+        comps = v[:, :k].T.contiguous()  # (k, F)
+        # Fix each component's sign (largest |entry| positive) so a refit gives the same axes.
+        sign = torch.sign(comps.gather(1, comps.abs().argmax(1, keepdim=True)))
+        self.pca_components = comps * sign
+        self.pca_mean = mean
+        self.pca_explained = float(share[k - 1].clamp(max=1.0))
+        self.dim, self.full_dim = k, F
+
+    def reduce(self, feats: torch.Tensor) -> torch.Tensor:
+        """Flattened features (n, F) -> PCA coordinates (n, k)."""
+        return (feats - self.pca_mean.to(feats)) @ self.pca_components.to(feats).T
+
+    # ------------------------------------------------------------------ to images
+    def to_full(self, v: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Space vectors (n, dim) -> full tensors (n, num_ws, full_dim) the generator renders."""
+        v = torch.as_tensor(np.asarray(v) if not isinstance(v, torch.Tensor) else v, dtype=torch.float32)
+        if v.ndim != 2 or v.shape[1] != self.dim:
+            raise ValueError(f"expected space vectors of shape (N, {self.dim}), got {tuple(v.shape)}")
+        if self.kind == "features":
+            v = self.pca_mean + v @ self.pca_components  # (n, F)
+        return v[:, None, :].expand(-1, self.num_ws, -1).contiguous()
+
+    def direction_to_full(self, d: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """A direction in the space (dim,) -> the same direction in the full space (full_dim,)."""
+        d = torch.as_tensor(d, dtype=torch.float32).reshape(-1)
+        if d.numel() != self.dim:
+            raise ValueError(f"a direction in this space has {self.dim} entries, got {d.numel()}")
+        return d @ self.pca_components if self.kind == "features" else d
+
+    def encode_seeds(self, seeds: Sequence[int]) -> torch.Tensor:
+        """Full tensors of the latents of NVIDIA-style seeds -> (n, num_ws, full_dim)."""
+        z = torch.from_numpy(z_for_seeds(self.G, list(seeds), self.truncation_psi)).to(self.G.device)
+        if self.kind == "features":
+            return self._features_of_z(z)[:, None, :].cpu()
+        if self.kind == "z":
+            return z[:, None, :].float().cpu()
+        ws = self.G.mapping(z, self._c(len(seeds)), self.truncation_psi, self.truncation_cutoff)
+        return ws.float().cpu()  # (n, num_ws, w_dim)
+
+    @torch.no_grad()
+    def render_full(self, full: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+        """Full tensors (n, num_ws, full_dim) -> images (n, C, H, W) on the CPU."""
+        out = []
+        for part in torch.split(torch.as_tensor(full, dtype=torch.float32), batch_size):
+            part = part.to(self.G.device)
+            n = part.shape[0]
+            if self.kind == "w":
+                img = self.G.synthesis(part, noise_mode=self.noise_mode)
+            elif self.kind == "z":
+                if _is_biggan(self.G):
+                    img = self.G.synthesis(
+                        part, self.noise_mode, c=self._c(n), truncation=self.truncation_psi
+                    )
+                else:
+                    ws = self.G.mapping(part[:, 0], self._c(n), self.truncation_psi, self.truncation_cutoff)
+                    img = self.G.synthesis(ws, noise_mode=self.noise_mode)
+            else:
+                f = part[:, 0].reshape(n, *self.feature_shape)
+                if _is_biggan(self.G):
+                    # Later BigGAN blocks also see z: a vector from the curve has none, so use z's mean (0).
+                    zero = torch.zeros(n, self.G.z_dim, device=part.device)
+                    img = self.G.synthesis_from(
+                        self.layer, f, self.noise_mode, z=zero, c=self._c(n), truncation=self.truncation_psi
+                    )
+                else:
+                    img = self.G.synthesis_from(self.layer, f, self.noise_mode)
+            out.append(img.float().cpu())
+        return torch.cat(out)
+
+    def render(self, v: torch.Tensor | np.ndarray, batch_size: int = 32) -> torch.Tensor:
+        """Space vectors (n, dim) -> images (n, C, H, W)."""
+        return self.render_full(self.to_full(v), batch_size)
+
+    def edit(
+        self, full: torch.Tensor, direction: torch.Tensor, sigma: float, layers: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """``full[:, start:stop] + sigma * direction`` (direction in the space, lifted); other layers kept."""
+        start, stop = layers if layers is not None else (0, self.num_ws)
+        if not 0 <= start < stop <= self.num_ws:
+            raise ValueError(
+                f"layer range {start}-{stop - 1} is outside this space's layers 0-{self.num_ws - 1}"
+            )
+        out = full.clone()
+        out[:, start:stop] += sigma * self.direction_to_full(direction).to(out)
+        return out
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str | Path) -> Path:
+        """Write space.json (and the PCA as safetensors for a feature space) into ``directory``."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        if self.kind == "features":
+            with atomic_path(directory / PCA_FILE) as tmp:
+                save_file(
+                    {"mean": self.pca_mean.cpu().contiguous(), "components": self.pca_components.cpu()},
+                    str(tmp),
+                )
+        return write_json(directory / SPACE_FILE, self.describe())
+
+    @classmethod
+    def load(cls, directory: str | Path, G: Generator) -> LatentSpace:
+        """Read a space saved by :meth:`save` for generator ``G``; errors name what is wrong."""
+        directory = Path(directory)
+        path = directory / SPACE_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{directory} has no {SPACE_FILE}: not an sfvq run directory")
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from e
+        kw: dict[str, Any] = {}
+        if d.get("kind") == "features":
+            from safetensors.torch import load_file
+
+            pca = load_file(str(directory / PCA_FILE))
+            kw = {
+                "pca_mean": pca["mean"],
+                "pca_components": pca["components"],
+                "pca_explained": d.get("pca_explained"),
+                "feature_shape": tuple(d["feature_shape"]),
+            }
+        space = cls(
+            G,
+            d["kind"],
+            layer=d.get("layer"),
+            truncation_psi=d.get("truncation_psi", 1.0),
+            truncation_cutoff=d.get("truncation_cutoff"),
+            class_idx=d.get("class_idx"),
+            noise_mode=d.get("noise_mode", "const"),
+            **kw,
+        )
+        if space.dim != d.get("dim") or (d.get("full_dim") is not None and space.full_dim != d["full_dim"]):
+            raise ValueError(
+                f"{path} describes a {d.get('dim')}-D space but {G.name} gives {space.dim}-D: "
+                "wrong generator?"
+            )
+        return space
+
+
+def default_space(G: Generator) -> str:
+    """The paper's choice: W where there is a mapping network, else the first layer's features."""
+    return "w" if "w" in G.spaces else "features"
+
+
+def check_finite(x: torch.Tensor, what: str) -> None:
+    """Raise if x holds NaN or inf (a generator that blew up must not produce a report that looks fine)."""
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{what} contains NaN or inf")
+
+
+__all__ = ["KINDS", "LatentSpace", "check_finite", "default_space"]
