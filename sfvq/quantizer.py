@@ -76,13 +76,16 @@ def as_matrix(X: ArrayLike, name: str = "X", device: torch.device | str | None =
         t = t.to(torch.float32)
     if device is not None:
         t = t.to(device)
-    finite = torch.isfinite(t).all(dim=1)  # (N,)
-    if not bool(finite.all()):
-        bad = (~finite).nonzero().flatten()
-        raise ValueError(
-            f"{name} contains NaN or inf in {bad.numel()} of {t.shape[0]} rows "
-            f"(first bad row: {int(bad[0])}); remove or repair them before fitting"
-        )
+    # A finite sum proves every entry finite, without allocating an (N, D) mask; only an inf/NaN sum
+    # (or an overflowing one) pays for the row-by-row check.
+    if not bool(torch.isfinite(t.sum())):
+        finite = torch.isfinite(t).all(dim=1)  # (N,)
+        if not bool(finite.all()):
+            bad = (~finite).nonzero().flatten()
+            raise ValueError(
+                f"{name} contains NaN or inf in {bad.numel()} of {t.shape[0]} rows "
+                f"(first bad row: {int(bad[0])}); remove or repair them before fitting"
+            )
     return t
 
 
@@ -200,7 +203,7 @@ class SFVQ:
 
         self.n_features_in_ = D
         self.n_samples_fit_ = N
-        self.total_variance_ = float(x.var(0, unbiased=False).double().sum())
+        self.total_variance_ = float((x - x.mean(0)).square_().sum(dtype=torch.float64)) / N
         self.codebooks_: dict[int, torch.Tensor] = {}
         self.history_: list[dict[str, Any]] = []
         try:
@@ -255,6 +258,7 @@ class SFVQ:
         total = self.epochs * steps_per_epoch
         C = codebook.detach().clone().requires_grad_(True)  # (K, D)
         opt = torch.optim.Adam([C], lr=self.lr)
+        xx = torch.linalg.vecdot(x, x)  # (N,) squared norms, for the reported loss
         emit("stage_start", {"bits": bits, "epochs": self.epochs, "steps": total})
         losses: list[float] = []
         step = 0
@@ -264,7 +268,7 @@ class SFVQ:
             for idx in torch.split(perm, B):
                 for group in opt.param_groups:
                     group["lr"] = self._lr_at(step, total)
-                loss, C.grad = self._batch_loss_and_grad(x[idx], C.detach(), gen)
+                loss, C.grad = self._batch_loss_and_grad(x[idx], C.detach(), gen, xx[idx])
                 opt.step()
                 total_loss += loss.double() * idx.numel()
                 step += 1
@@ -274,7 +278,7 @@ class SFVQ:
         return C.detach(), losses
 
     def _batch_loss_and_grad(
-        self, xb: torch.Tensor, C: torch.Tensor, gen: torch.Generator
+        self, xb: torch.Tensor, C: torch.Tensor, gen: torch.Generator, xx: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss ``mean ||x - xhat||^2`` of a batch (B, D) and its gradient with respect to C (K, D).
 
@@ -291,7 +295,8 @@ class SFVQ:
             P = curve.dithered_points(C, lam)  # (S, D)
             scores = torch.addmm((P * P).sum(1), xb, P.T, alpha=-2)  # (B, S): ||x - p||^2 - ||x||^2
             best, j = scores.min(1)  # (B,)
-            loss = (best + torch.linalg.vecdot(xb, xb)).mean()
+            xx = torch.linalg.vecdot(xb, xb) if xx is None else xx  # (B,)
+            loss = (best + xx).mean()
             counts = torch.bincount(j, minlength=S).to(C.dtype)  # (S,)
             sums = torch.zeros_like(P).index_add_(0, j, xb)  # (S, D) sum of samples per point
             gP = (counts.unsqueeze(1) * P - sums) * (2 / B)  # (S, D) dL/dP
