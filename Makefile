@@ -13,6 +13,8 @@ $(BIN)/sfvq: pyproject.toml
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
 	$(BIN)/pip install -q -e ".[dev]"
 	$(BIN)/pip install -q --no-deps gan-face-generate==1.1.1
+	# MIT reference implementation, only used by a test that compares our BigGAN against it
+	$(BIN)/pip install -q --no-deps pytorch-pretrained-biggan==0.1.1
 	touch $(BIN)/sfvq
 
 setup: $(BIN)/sfvq
