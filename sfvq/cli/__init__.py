@@ -24,9 +24,5 @@ def _register() -> None:
     main.add_command(_generate.sample)
     main.add_command(_generate.generate)
 
-    from sfvq.cli import run as _run
-
-    main.add_command(_run.run)
-
 
 _register()
