@@ -251,13 +251,17 @@ def load_paper_directions(
     """A folder of ``<name>.npy`` unit vectors (+ layer table) -> DirectionSet (names = file stems).
 
     ``layer_table``: a path, True to find the folder's table (the one ``.txt``, or the one with "layer"
-    in its name; none is fine), or False/None for no layer ranges. Directions without a table entry get
+    in its name; none is fine), or False/None for no layer ranges. ``codebook_{b}bit.npy`` files are
+    curves, not directions, and are skipped. Directions without a table entry get
     all layers; table entries without a file are listed in ``meta["unmatched_table_entries"]``.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"no such folder of directions: {folder}")
-    files = sorted(p for p in folder.iterdir() if p.suffix == ".npy" and p.is_file())
+    # Curves exported into the same folder (codebook_{b}bit.npy) are not directions.
+    files = sorted(
+        p for p in folder.iterdir() if p.suffix == ".npy" and p.is_file() and not _CODEBOOK_RE.match(p.name)
+    )
     if not files:
         raise FileNotFoundError(f"{folder} holds no <name>.npy direction files")
     if layer_table is True:

@@ -24,5 +24,10 @@ def _register() -> None:
     main.add_command(_generate.sample)
     main.add_command(_generate.generate)
 
+    from sfvq.cli import directions as _directions
+
+    for command in ("directions", "edit", "augment", "import_", "export"):
+        main.add_command(getattr(_directions, command))
+
 
 _register()
