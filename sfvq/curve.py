@@ -86,11 +86,17 @@ class Projection:
 
     @property
     def points(self) -> torch.Tensor:
-        """Nearest points of the curve, (N, D)."""
+        """Nearest points of the curve, (N, D), filled chunk by chunk (no full-size temporaries)."""
         c = self.codebook
-        start = c.index_select(0, self.segment)  # (N, D)
-        step = (c[1:] - c[:-1]).index_select(0, self.segment)  # (N, D)
-        return start.addcmul_(step, self.lam.unsqueeze(1))
+        d = c[1:] - c[:-1]  # (S, D)
+        out = torch.empty(self.segment.shape[0], c.shape[1], dtype=c.dtype, device=c.device)
+        rows = chunk_rows(c.shape[1])
+        for start in range(0, out.shape[0], rows):
+            seg = self.segment[start : start + rows]
+            part = out[start : start + rows]
+            torch.index_select(c, 0, seg, out=part)  # segment start corners
+            part.addcmul_(d.index_select(0, seg), self.lam[start : start + rows].unsqueeze(1))
+        return out
 
 
 def _segment_tables(c: torch.Tensor):
@@ -128,7 +134,8 @@ def project(
     dd, ad, aa, inv_dd = _segment_tables(c)
     chunk_fn = _exact_chunk if method == "exact" else _adjacent_chunk
     segs, lams, dists = [], [], []
-    for xs in torch.split(x, chunk_size or chunk_rows(K)):
+    # Chunks sized by the wider of the (n, K) scores and the (n, D) centred rows stay cache-friendly.
+    for xs in torch.split(x, chunk_size or chunk_rows(max(K, x.shape[1]))):
         xc = xs - centre  # (n, D)
         g = xc @ c.T  # (n, K): <x, c_k>, the only O(n D K) work
         seg, lam, score = chunk_fn(g, dd, ad, aa, inv_dd)
