@@ -178,3 +178,28 @@ def test_import_other_tools(tmp_path):
     assert res.exit_code == 2 and "exactly one of --run" in res.output
     res = invoke("import", "codebooks", tmp_path, "--outdir", tmp_path / "m")
     assert res.exit_code == 2 and "holds no codebook_" in res.output
+
+
+def test_imported_curves_drive_edits(sg2_run, shared_dir, tmp_path):
+    """Curves in the paper's format for a generator -> a run that `sfvq edit` uses like a fitted one."""
+    run, model, X = sg2_run
+    pkl = run.parent / "sg2.pkl"
+    assert invoke("export", "codebooks", "--model", run, "--outdir", tmp_path / "cb").exit_code == 0
+    res = invoke("import", "codebooks", tmp_path / "cb", "--network", pkl, "--latents", run / "latents.npy",
+                 "--outdir", tmp_path / "imp")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "imp/space.json").read_text())["num_ws"] == 8
+    listing = json.loads(invoke("directions", "--model", tmp_path / "imp", "--format", "json").output)
+    ref = json.loads(invoke("directions", "--model", run, "--format", "json").output)
+    assert [r["std"] for r in listing["segments"]] == pytest.approx([r["std"] for r in ref["segments"]])
+    for out, model_dir in ((tmp_path / "e_imp", tmp_path / "imp"), (tmp_path / "e_ref", run)):
+        res = invoke(*"edit --direction 4:2 --layers 1-3 --units std --sigma -2,0,2 --seeds 0,1".split(),
+                     "--model", model_dir, "--outdir", out)  # fmt: skip
+        assert res.exit_code == 0, res.output
+    assert np.array_equal(np.load(tmp_path / "e_imp/latents.npy"), np.load(tmp_path / "e_ref/latents.npy"))
+    assert (tmp_path / "e_imp/grid.png").read_bytes() == (tmp_path / "e_ref/grid.png").read_bytes()
+    # The paper's 512-D curves do not fit this 32-D generator.
+    release = shared_dir / "fixtures/paper-release/stylegan2-ffhq"
+    res = invoke("import", "codebooks", release / "codebooks", "--network", pkl, "--outdir", tmp_path / "bad")
+    assert res.exit_code == 2 and "512-D" in res.output and "32-D" in res.output
+    assert not (tmp_path / "bad" / "model.safetensors").exists()
