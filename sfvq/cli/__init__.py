@@ -29,5 +29,9 @@ def _register() -> None:
     for command in ("directions", "edit", "augment", "import_", "export"):
         main.add_command(getattr(_directions, command))
 
+    from sfvq.cli import run as _run
+
+    main.add_command(_run.run)
+
 
 _register()

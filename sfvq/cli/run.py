@@ -1,0 +1,175 @@
+"""``sfvq run``: the main job (sample, fit, maps, walk, edits, smoothness, report) for any generator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from sfvq.cli.generate import NOISE_MODES, _check, _device, _load, _network, _truncation
+from sfvq.cli.options import FLOATS, SeedList
+from sfvq.latents import MAX_SEED
+from sfvq.pipeline import DEFAULT_N, ConfigError, RunConfig, print_run_summary, run_pipeline
+from sfvq.quantizer import DEFAULT_SCHEDULE
+from sfvq.spaces import KINDS
+
+
+@click.command()
+@_network
+@click.option(
+    "--bits",
+    type=click.IntRange(2, 12),
+    default=6,
+    show_default=True,
+    help="Final bitrate (2**bits corners); maps are drawn for every bitrate from 2 up.",
+)
+@click.option(
+    "--space",
+    type=click.Choice(KINDS),
+    default=None,
+    help="Space of the curve. Default: w with a mapping network, else the first layer's features (PCA).",
+)
+@click.option("--layer", default=None, help="Feature layer for --space features (default: the first).")
+@click.option(
+    "--n", "n", type=click.IntRange(min=4), default=DEFAULT_N, show_default=True, help="Latents to fit on."
+)
+@click.option(
+    "--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True, help="Sampling/fit seed."
+)
+@_truncation
+@click.option("--noise-mode", type=click.Choice(NOISE_MODES), default="const", show_default=True)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=DEFAULT_SCHEDULE["epochs"],
+    show_default=True,
+    help="Fit: passes over the data per bitrate.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_SCHEDULE["batch_size"],
+    show_default=True,
+    help="Fit: samples per step.",
+)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_SCHEDULE["lr"],
+    show_default=True,
+    help="Fit: Adam learning rate.",
+)
+@click.option(
+    "--edit-bits",
+    type=click.IntRange(2, 12),
+    default=None,
+    help="Bitrate whose segments are edited (default: min(bits, 4)).",
+)
+@click.option(
+    "--edit-seeds",
+    type=SeedList(max_count=64),
+    default="0-3",
+    show_default=True,
+    help="Seeds to edit (rows).",
+)
+@click.option(
+    "--sigmas",
+    type=FLOATS,
+    default="-6,-3,0,3,6",
+    show_default=True,
+    help="Edit strengths (columns), in stds of the data along the direction.",
+)
+@click.option(
+    "--walk-frames", type=click.IntRange(min=2), default=240, show_default=True, help="Frames of the walk."
+)
+@click.option(
+    "--fps",
+    type=click.FloatRange(min=0, min_open=True, max=120),
+    default=24.0,
+    show_default=True,
+    help="Walk frames per second.",
+)
+@click.option(
+    "--render-batch-size",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Images rendered per generator call.",
+)
+@_device
+@click.option("--quiet", is_flag=True, help="No progress bars (the final summary is still printed).")
+@click.option(
+    "--outdir",
+    type=click.Path(file_okay=False, dir_okay=True, path_type=Path),
+    required=True,
+    help="Run directory: model, latents, maps/, walks/, edits/, report.html, summary.json, options.json.",
+)
+def run(
+    network: str,
+    bits: int,
+    space: str | None,
+    layer: str | None,
+    n: int,
+    seed: int,
+    truncation_psi: float,
+    trunc_cutoff: int | None,
+    class_idx: int | None,
+    noise_mode: str,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    edit_bits: int | None,
+    edit_seeds: list[int],
+    sigmas: list[float],
+    walk_frames: int,
+    fps: float,
+    render_batch_size: int,
+    device: str,
+    quiet: bool,
+    outdir: Path,
+) -> None:
+    """The main job: sample latents, fit the curve, render panoptic maps, a walk and segment edits,
+    score the order against k-means, and write a self-contained report.html."""
+    if outdir.exists() and not outdir.is_dir():
+        raise click.BadParameter(f"{outdir} exists and is not a directory", param_hint="'--outdir'")
+    config = RunConfig(
+        network=network,
+        outdir=outdir,
+        bits=bits,
+        space=space,
+        layer=layer,
+        n=n,
+        seed=seed,
+        truncation_psi=truncation_psi,
+        truncation_cutoff=trunc_cutoff,
+        class_idx=class_idx,
+        noise_mode=noise_mode,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        edit_bits=edit_bits,
+        edit_seeds=tuple(edit_seeds),
+        sigmas=tuple(sigmas),
+        walk_frames=walk_frames,
+        fps=fps,
+        render_batch_size=render_batch_size,
+        device=device,
+        progress=not quiet,
+    )
+    G = _load(network, device)
+    _check(G, truncation_psi, trunc_cutoff, class_idx)
+    from sfvq.pipeline import validate
+
+    try:
+        kind = validate(config, G)
+    except ConfigError as e:
+        raise click.BadParameter(str(e), param_hint=f"'{e.option}'") from e
+    if kind == "features" and truncation_psi != 1.0 and type(G).__name__ != "BigGANGenerator":
+        click.echo(
+            f"note: --trunc {truncation_psi:g} does not change a feature space of {G.name}: its features "
+            "are computed from untruncated z (the setting is recorded)",
+            err=True,
+        )
+    result = run_pipeline(config, G)
+    print_run_summary(result, outdir)
+    click.echo(f"report: {outdir / 'report.html'}")

@@ -1,0 +1,297 @@
+"""``report.html``: one self-contained page for a run (images embedded as data: URIs, no script, no URL).
+
+The page is built from a :class:`ReportData` with plain string formatting; every piece of text goes
+through :func:`html.escape`. Images are read from the run directory's files and embedded as base64.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sfvq.io import atomic_open, atomic_path
+
+Z_SPACE_NOTE = (
+    "This curve lives in the generator's input space z. A Gaussian z carries no structure for a curve to "
+    "follow: it is round, every direction alike, so the curve has nothing to trace. In a throwaway "
+    "experiment on the faces DCGAN, z-space corners collapsed to the origin and rendered as texture, "
+    "while in the first layer's activations contiguous ranges of corners held pose, lighting, skin tone "
+    "and caps. Read this map as a baseline; the default space (W, or the first layer's features) gives a "
+    "map worth reading."
+)
+
+_MIME = {".png": "image/png", ".gif": "image/gif", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1200px; color: #222; }
+h1 { font-size: 1.5em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 1.6em; }
+table { border-collapse: collapse; margin: .6em 0; font-size: .9em; }
+th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: right; }
+th { background: #f3f3f3; } td.l, th.l { text-align: left; }
+img { max-width: 100%; image-rendering: pixelated; }
+.note { background: #fff4e5; border-left: 4px solid #e69500; padding: .6em 1em; }
+.flag { color: #c81414; }
+.scroll { overflow-x: auto; }
+nav a { margin-right: 1em; }
+"""
+
+
+@dataclass
+class ReportData:
+    """Everything the report shows. Paths are files in the run directory; optional ones may be None."""
+
+    title: str
+    settings: dict[str, Any]  # run settings shown as a table (truncation and noise mode included)
+    space: dict[str, Any]  # LatentSpace.describe()
+    stages: list[dict[str, Any]]  # sfvq.cli.fit.summary_rows(model)
+    smoothness: list[dict[str, Any]]  # per bits: sfvq_image, kmeans_image, sfvq_latent, kmeans_latent
+    maps: dict[int, Path]  # bits -> panoptic map PNG
+    empty: dict[int, dict[int, str]]  # bits -> {corner: reason}
+    segments: list[dict[str, Any]]  # bits, segment, length, usage, std, edit (Path or None)
+    edit_settings: dict[str, Any]  # bits, seeds, sigmas, layers
+    curve_plot: Path | None = None
+    loss_plot: Path | None = None
+    usage_plot: Path | None = None
+    walk_gif: Path | None = None
+    files: dict[str, str] = field(default_factory=dict)  # name -> relative path of other outputs
+
+
+def data_uri(path: str | Path) -> str:
+    """The bytes of an image file as a ``data:`` URI (base64)."""
+    path = Path(path)
+    mime = _MIME.get(path.suffix.lower())
+    if mime is None:
+        raise ValueError(f"cannot embed {path}: unknown image type {path.suffix!r}")
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _num(x: Any, fmt: str = ".4g") -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float) and not math.isfinite(x):
+        return _e(x)
+    return _e(format(x, fmt)) if isinstance(x, (int, float)) else _e(x)
+
+
+def _img(path: Path | None, alt: str) -> str:
+    if path is None:
+        return ""
+    return f'<img src="{data_uri(path)}" alt="{_e(alt)}">'
+
+
+def _table(headers: list[str], rows: list[list[str]], left: int = 0) -> str:
+    """An HTML table; cells are already-escaped HTML; the first ``left`` columns are left-aligned."""
+
+    def cls(i: int) -> str:
+        return ' class="l"' if i < left else ""
+
+    head = "".join(f"<th{cls(i)}>{_e(h)}</th>" for i, h in enumerate(headers))
+    body = "".join("<tr>" + "".join(f"<td{cls(i)}>{c}</td>" for i, c in enumerate(r)) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def segment_anchor(bits: int, segment: int) -> str:
+    """The in-page id of a segment's edit grid."""
+    return f"edit-{bits}bit-seg{segment:03d}"
+
+
+def render_html(d: ReportData) -> str:
+    """The report page as a string."""
+    parts: list[str] = []
+    add = parts.append
+    add(f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(d.title)}</title>')
+    add(f"<style>{_CSS}</style></head><body>")
+    add(f"<h1>{_e(d.title)}</h1>")
+    add(
+        '<nav><a href="#settings">settings</a><a href="#smoothness">smoothness</a><a href="#maps">maps</a>'
+        '<a href="#curve">curve</a><a href="#walk">walk</a><a href="#segments">segments</a>'
+        '<a href="#edits">edits</a></nav>'
+    )
+    if d.space.get("kind") == "z":
+        add(f'<p class="note"><strong>z space.</strong> {_e(Z_SPACE_NOTE)}</p>')
+
+    # Settings.
+    add('<h2 id="settings">Run settings</h2>')
+    rows = [[_e(k), _e(_plain(v))] for k, v in d.settings.items()]
+    add(_table(["setting", "value"], rows, left=2))
+    add("<h3>Latent space</h3>")
+    add(_table(["field", "value"], [[_e(k), _e(_plain(v))] for k, v in d.space.items()], left=2))
+    if d.files:
+        add("<h3>Files in the run directory</h3>")
+        add(_table(["output", "path"], [[_e(k), _e(v)] for k, v in d.files.items()], left=2))
+
+    # Fit.
+    add("<h2>Fit</h2>")
+    rows = [
+        [
+            _e(r["bits"]),
+            _num(r["mse"], ".5g"),
+            _num(r["nmse"], ".4f"),
+            _num(r["perplexity"], ".1f"),
+            _e(f"{r['used_segments']}/{r['segments']}"),
+            _num(r["seconds"], ".2f"),
+        ]
+        for r in d.stages
+    ]
+    add(_table(["bits", "MSE", "NMSE", "perplexity", "used segments", "seconds"], rows))
+    add(_img(d.loss_plot, "training loss per stage and error per bitrate"))
+
+    # Smoothness.
+    add('<h2 id="smoothness">Smoothness</h2>')
+    add(
+        "<p>Mean distance between consecutive corners divided by the mean distance over all pairs of "
+        "corners: 1.0 means the order says nothing; the lower, the more alike neighbours on the curve "
+        "are. Images are "
+        "compared by mean absolute pixel difference (downsampled to at most 32 px), space vectors by "
+        "Euclidean distance. The baseline is k-means with as many centroids, in the order k-means returns "
+        "them, rendered the same way.</p>"
+    )
+    rows = [
+        [
+            _e(r["bits"]),
+            _e(2 ** r["bits"]),
+            _num(r["sfvq_image"], ".3f"),
+            _num(r["kmeans_image"], ".3f"),
+            _num(r["sfvq_latent"], ".3f"),
+            _num(r["kmeans_latent"], ".3f"),
+        ]
+        for r in d.smoothness
+    ]
+    add(
+        _table(
+            ["bits", "corners", "SFVQ (images)", "k-means (images)", "SFVQ (space)", "k-means (space)"], rows
+        )
+    )
+
+    # Maps.
+    add('<h2 id="maps">Panoptic maps</h2>')
+    add(
+        "<p>The image of every corner in curve order (index under each). Corners in empty regions, where "
+        'no data projects near them, are framed and labelled in <span class="flag">red</span>. One long '
+        "strip per bitrate is in <code>maps/</code>.</p>"
+    )
+    for b in sorted(d.maps):
+        add(f'<h3 id="map-{b}bit">{_e(b)} bits ({_e(2**b)} corners)</h3>')
+        empty = d.empty.get(b, {})
+        if empty:
+            items = "".join(f"<li>corner {_e(k)}: {_e(why)}</li>" for k, why in sorted(empty.items()))
+            add(f'<p class="flag">{_e(len(empty))} corner(s) in empty regions:</p><ul>{items}</ul>')
+        add(f'<div class="scroll">{_img(d.maps[b], f"panoptic map at {b} bits")}</div>')
+
+    # Curve.
+    add('<h2 id="curve">The curve over the data</h2>')
+    add("<p>The space vectors on their first two principal components, with the curve of each bitrate.</p>")
+    add(_img(d.curve_plot, "the data on two principal components with the curve drawn over it"))
+
+    add('<h2 id="walk">Walk along the curve</h2>')
+    if d.walk_gif is not None:
+        add(
+            f"<p>Points at evenly spaced positions from the first corner to the last (finest bitrate); "
+            f"the same walk is in {_e(d.files.get('walk (MP4)', 'walks/walk.mp4'))}.</p>"
+        )
+        add(_img(d.walk_gif, "walk along the curve"))
+
+    # Segments.
+    eb = d.edit_settings.get("bits")
+    add('<h2 id="segments">Segments</h2>')
+    add(_img(d.usage_plot, "segment usage"))
+    add(
+        f"<p>Segments of the {_e(eb)}-bit curve: length, usage (share of samples projecting onto it) and "
+        "the std of the data projected on its unit direction, the unit of the edit sigmas. "
+        "Click an index for its edit grid.</p>"
+    )
+    rows = []
+    for s in d.segments:
+        idx = _e(s["segment"])
+        if s.get("edit") is not None:
+            idx = f'<a href="#{segment_anchor(s["bits"], s["segment"])}">{idx}</a>'
+        rows.append(
+            [
+                _e(s["bits"]),
+                idx,
+                _e(f"{s['segment']} \u2192 {s['segment'] + 1}"),
+                _num(s["length"]),
+                _num(100 * s["usage"], ".2f") + " %",
+                _num(s["std"]),
+            ]
+        )
+    add(_table(["bits", "index", "corners", "length", "usage", "std along it"], rows))
+
+    # Edits.
+    add('<h2 id="edits">Edits along the segment directions</h2>')
+    es = d.edit_settings
+    add(
+        f"<p>Rows: seeds {_e(_plain(es.get('seeds')))}; columns: sigma {_e(_plain(es.get('sigmas')))} "
+        f"(in units of the std of the data along the direction). Layers edited: {_e(es.get('layers'))}. "
+        "Direction of segment i: corner i+1 minus corner i, unit length.</p>"
+    )
+    for s in d.segments:
+        if s.get("edit") is None:
+            continue
+        anchor = segment_anchor(s["bits"], s["segment"])
+        add(f'<h3 id="{anchor}">{_e(s["bits"])} bits, segment {_e(s["segment"])}</h3>')
+        add(_img(s["edit"], f"edits along segment {s['segment']}"))
+    add("</body></html>\n")
+    return "\n".join(parts)
+
+
+def _plain(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_plain(x) for x in v)
+    if v is None:
+        return "-"
+    return str(v)
+
+
+def write_report(path: str | Path, data: ReportData) -> Path:
+    """Write the report page to ``path`` atomically."""
+    text = render_html(data)
+    with atomic_open(path, "w") as f:
+        f.write(text)
+    return Path(path)
+
+
+def usage_plot(usage: dict[int, np.ndarray], path: str | Path) -> Path:
+    """Bar charts of segment usage (share of samples per segment), one panel per bitrate given."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(usage)
+    fig, axes = plt.subplots(1, n, figsize=(max(4.5, 5.0 * n), 2.8), squeeze=False)
+    for ax, (b, u) in zip(axes[0], sorted(usage.items()), strict=True):
+        u = np.asarray(u, dtype=np.float64)
+        share = u / u.sum() if u.sum() > 0 else u
+        ax.bar(np.arange(len(share)), 100 * share, width=0.9, color="tab:blue")
+        ax.axhline(100 / len(share), color="tab:red", lw=0.8, ls="--", label="uniform")
+        ax.set_xlabel("segment")
+        ax.set_ylabel("% of samples")
+        ax.set_title(f"segment usage, {b} bits", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)
+
+
+__all__ = [
+    "Z_SPACE_NOTE",
+    "ReportData",
+    "data_uri",
+    "render_html",
+    "segment_anchor",
+    "usage_plot",
+    "write_report",
+]

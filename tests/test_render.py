@@ -1,0 +1,119 @@
+"""Grids, strips, walks (GIF/MP4) and edit renders."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sfvq.render import (
+    FLAG_COLOUR,
+    corner_grid,
+    edit_grid,
+    edit_images,
+    panoptic_map,
+    render_vectors,
+    strip,
+    walk_points,
+    write_gif,
+    write_mp4,
+)
+from sfvq.spaces import LatentSpace
+
+
+@pytest.fixture(scope="module")
+def sg2_space(shared_dir):
+    from sfvq.generators.stylegan_pkl import stylegan_from_fixture_dir
+
+    G = stylegan_from_fixture_dir(shared_dir / "fixtures/stylegan/sg2ada_uncond")
+    return LatentSpace(G, "w", truncation_psi=0.7)
+
+
+def _tiles(n, h=8, w=8):
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 200, (n, h, w, 3), dtype=np.uint8)  # no pure red in the tiles
+
+
+def _red_pixels(img: Image.Image) -> int:
+    a = np.asarray(img)
+    return int((np.abs(a.astype(int) - np.array(FLAG_COLOUR)).sum(2) == 0).sum())
+
+
+def test_panoptic_map_and_strip_layout_and_flags():
+    tiles = _tiles(10)
+    plain = panoptic_map(tiles)
+    assert _red_pixels(plain) == 0
+    flagged = panoptic_map(tiles, flagged=[3, 7])
+    assert flagged.size == plain.size
+    assert _red_pixels(flagged) > 2 * (4 * 8)  # two frames around 8x8 tiles, plus red labels
+    one = panoptic_map(tiles, flagged=[3])
+    assert 0 < _red_pixels(one) < _red_pixels(flagged)
+    # Grid: ceil(sqrt(10)) = 4 columns, 3 rows; strip: one row of 10.
+    s = strip(tiles)
+    assert s.size[0] > 2 * plain.size[0] and s.size[1] < plain.size[1]
+
+
+def test_corner_grid_rejects_bad_input():
+    tiles = _tiles(3)
+    with pytest.raises(ValueError, match="labels"):
+        corner_grid(tiles, ["a"])
+    with pytest.raises(ValueError, match="outside 0..2"):
+        corner_grid(tiles, ["a", "b", "c"], flagged=[3])
+    with pytest.raises(ValueError, match="uint8"):
+        corner_grid(tiles.astype(np.float32), ["a", "b", "c"])
+
+
+def test_walk_points_are_evenly_spaced_along_the_curve():
+    C = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 2.0]])
+    P = walk_points(C, 7)  # t = 0, 1/3, ..., 2
+    torch.testing.assert_close(P[0], C[0])
+    torch.testing.assert_close(P[-1], C[-1])
+    torch.testing.assert_close(P[3], C[1])
+    torch.testing.assert_close(P[1], torch.tensor([1 / 3, 0.0]))
+    with pytest.raises(ValueError, match="at least 2"):
+        walk_points(C, 1)
+
+
+def test_gif_and_mp4_hold_every_frame(tmp_path):
+    import imageio_ffmpeg
+
+    frames = np.stack([np.full((21, 30, 3), 10 * i, np.uint8) for i in range(12)])  # an odd height
+    gif = write_gif(tmp_path / "w.gif", frames, fps=10)
+    with Image.open(gif) as im:
+        assert im.n_frames == 12 and im.info["duration"] == 100 and im.info["loop"] == 0
+        im.seek(5)
+        assert np.asarray(im.convert("RGB"))[0, 0, 0] == 50
+    mp4 = write_mp4(tmp_path / "w.mp4", frames, fps=10, min_size=64)
+    reader = imageio_ffmpeg.read_frames(str(mp4))
+    meta = next(reader)
+    assert meta["size"] == (90, 64)  # enlarged 3x to 63 x 90, height padded to even for yuv420p
+    got = [np.frombuffer(f, np.uint8).reshape(64, 90, 3) for f in reader]
+    assert len(got) == 12
+    assert abs(int(got[5].mean()) - 50) <= 3  # lossy, but the frame order and content survive
+    assert not list(tmp_path.glob(".*tmp"))  # no temporary files left behind
+
+
+def test_edit_images_sigma_zero_is_the_unedited_render(sg2_space):
+    sp = sg2_space
+    full = sp.encode_seeds([0, 5])  # (2, 8, 32)
+    d = torch.randn(32, generator=torch.Generator().manual_seed(0))
+    d = d / d.norm()
+    tiles = edit_images(sp, full, d, [-2.0, 0.0, 2.0])
+    assert tiles.shape == (6, 32, 32, 3)
+    from sfvq.generators.base import to_uint8
+
+    ref = to_uint8(sp.render_full(full))  # (2, 32, 32, 3)
+    np.testing.assert_array_equal(tiles[1], ref[0])  # seed 0, sigma 0
+    np.testing.assert_array_equal(tiles[4], ref[1])  # seed 5, sigma 0
+    assert np.abs(tiles[0].astype(int) - ref[0]).max() > 0
+    grid = edit_grid(tiles, [0, 5], [-2.0, 0.0, 2.0])
+    assert grid.size[0] > grid.size[1]  # 3 columns, 2 rows
+    with pytest.raises(ValueError, match="6 images|seeds"):
+        edit_grid(tiles[:5], [0, 5], [-2.0, 0.0, 2.0])
+
+
+def test_render_vectors_matches_the_space(sg2_space):
+    sp = sg2_space
+    V = sp.sample(5, seed=1, progress=False)
+    images, tiles = render_vectors(sp, V, batch_size=2, progress=False)
+    torch.testing.assert_close(images, sp.render(V))
+    assert tiles.shape == (5, 32, 32, 3) and tiles.dtype == np.uint8
