@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from sfvq import curve
+from sfvq.atomic import atomic_path
 
 FORMAT_NAME = "sfvq.curve"
 FORMAT_VERSION = 1
@@ -418,13 +419,8 @@ class SFVQ:
             "history": self.history_,
             "extra": getattr(self, "metadata_", {}),
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
+        with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata={"sfvq": json.dumps(meta)})
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
         return path
 
     @classmethod

@@ -119,9 +119,20 @@ class LatentSpace:
         return class_vectors(self.G, self.class_idx, n)
 
     def _features_of_z(self, z: torch.Tensor) -> torch.Tensor:
-        """Flattened activations at the layer for z (n, z_dim) -> (n, F)."""
-        kw = {"truncation_psi": self.truncation_psi} if _is_biggan(self.G) else {}
-        f = self.G.features(z.to(self.G.device), self._c(z.shape[0]), self.layer, **kw)
+        """Flattened activations at the layer for z (n, z_dim) as sampled -> (n, F).
+
+        Truncation acts as it does in a plain forward pass: BigGAN's z already is truncated noise times
+        psi (psi also picks its BatchNorm statistics); a generator without a mapping network truncates
+        in its ``mapping`` (the DCGAN scales z), so z goes through that first.
+        """
+        z = z.to(self.G.device)
+        c = self._c(z.shape[0])
+        if _is_biggan(self.G):
+            f = self.G.features(z, c, self.layer, truncation_psi=self.truncation_psi)
+        else:
+            if "w" not in self.G.spaces:
+                z = self.G.mapping(z, c, self.truncation_psi, self.truncation_cutoff)[:, 0]
+            f = self.G.features(z, c, self.layer)
         if self.feature_shape is None:
             self.feature_shape = tuple(f.shape[1:])
         return f.reshape(f.shape[0], -1).float()
@@ -154,7 +165,10 @@ class LatentSpace:
                     progress=progress,
                 )
             )
-        z = sample_latents(self.G, n, "z", seed, 1.0, None, self.class_idx, batch_size, progress=False)
+        z = sample_latents(
+            self.G, n, "z", seed, self.truncation_psi, self.truncation_cutoff, self.class_idx, batch_size,
+            progress=False,
+        )
         from sfvq.progress import track
 
         chunks = range(0, n, batch_size)

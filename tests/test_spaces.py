@@ -77,3 +77,14 @@ def test_bad_space_requests(dcgan):
 def test_load_refuses_a_foreign_directory(dcgan, tmp_path):
     with pytest.raises(FileNotFoundError, match="not an sfvq run directory"):
         LatentSpace.load(tmp_path, dcgan)
+
+
+def test_feature_space_applies_truncation_like_a_plain_forward_pass(dcgan):
+    sp = LatentSpace(dcgan, "features", truncation_psi=0.5)
+    sp.sample(300, seed=0, progress=False, pca_max=40)
+    z = torch.from_numpy(z_for_seeds(dcgan, [4, 5]))
+    ref = dcgan.synthesis(dcgan.mapping(z, truncation_psi=0.5))
+    torch.testing.assert_close(sp.render_full(sp.encode_seeds([4, 5])), ref)
+    plain = LatentSpace(dcgan, "features")
+    plain.sample(300, seed=0, progress=False, pca_max=40)
+    assert (plain.render_full(plain.encode_seeds([4, 5])) - ref).abs().max() > 0.05
