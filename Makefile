@@ -20,7 +20,7 @@ $(BIN)/sfvq: pyproject.toml
 setup: $(BIN)/sfvq
 
 demo: setup
-	$(BIN)/sfvq demo --outdir runs/demo
+	$(BIN)/sfvq run --network builtin:faces-dcgan --bits 6 --outdir runs/demo
 
 test: setup
 	$(BIN)/ruff check sfvq tests benchmarks

@@ -22,3 +22,11 @@ def test_readme_quick_start_matches_the_makefile_and_ci():
     makefile = (README.parent / "Makefile").read_text(encoding="utf-8")
     assert re.search(r"^demo:", makefile, flags=re.M) and re.search(r"^test:", makefile, flags=re.M)
     assert "make test" in (README.parent / ".ci" / "run").read_text(encoding="utf-8")
+
+
+def test_readme_main_job_is_what_make_demo_runs():
+    text = README.read_text(encoding="utf-8")
+    main_job = re.search(r"<!-- main-job -->.*?```bash\n(.*?)\n```", text, flags=re.S).group(1).strip()
+    makefile = (README.parent / "Makefile").read_text(encoding="utf-8")
+    recipe = makefile.split("\ndemo:", 1)[1].split("\n\n", 1)[0]
+    assert f"$(BIN)/{main_job}" in recipe
