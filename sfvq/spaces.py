@@ -146,10 +146,12 @@ class LatentSpace:
         progress: bool = True,
         pca_variance: float = 0.95,
         pca_max: int = 300,
+        pca_samples: int = 10_000,
     ) -> np.ndarray:
         """Space vectors for ``n`` latents drawn from one seeded stream -> (n, dim) float32.
 
-        For a feature space this also fits the PCA (on these samples) when it has none yet.
+        For a feature space this also fits the PCA when it has none yet, on the first ``pca_samples`` of
+        these samples (they are already a random draw; the fit's cost grows with the rows it sees).
         """
         if self.kind in ("w", "z"):
             return np.asarray(
@@ -179,7 +181,7 @@ class LatentSpace:
             ]
         )  # (n, F)
         if self.pca_components is None:
-            self.fit_pca(feats, pca_variance, pca_max)
+            self.fit_pca(feats[:pca_samples], pca_variance, pca_max)
         return self.reduce(feats).cpu().numpy()
 
     def fit_pca(self, feats: torch.Tensor, variance: float = 0.95, max_components: int = 300) -> None:
@@ -199,7 +201,7 @@ class LatentSpace:
                 _, s, vt = torch.linalg.svd(xc, full_matrices=False)
                 v = vt.T
             else:
-                _, s, v = torch.svd_lowrank(xc, q=q, niter=4)
+                _, s, v = torch.svd_lowrank(xc, q=q, niter=2)
         finally:
             torch.random.set_rng_state(gen_state)
         var = s.double() ** 2 / max(n - 1, 1)  # (q,)
