@@ -33,5 +33,9 @@ def _register() -> None:
 
     main.add_command(_run.run)
 
+    from sfvq.cli import explore as _explore
+
+    main.add_command(_explore.explore)
+
 
 _register()
