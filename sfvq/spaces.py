@@ -266,6 +266,10 @@ class LatentSpace:
                     img = self.G.synthesis(ws, noise_mode=self.noise_mode)
             else:
                 f = part[:, 0].reshape(n, *self.feature_shape)
+                if self.layer in getattr(self.G, "nonnegative_layers", ()):
+                    # The layer ends in a ReLU: a curve point or an edit may step below zero, where the
+                    # next layer has never seen an input; clamping keeps real activations unchanged.
+                    f = f.clamp_min(0)
                 if _is_biggan(self.G):
                     # Later BigGAN blocks also see z: a vector from the curve has none, so use z's mean (0).
                     zero = torch.zeros(n, self.G.z_dim, device=part.device)

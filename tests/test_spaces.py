@@ -88,3 +88,15 @@ def test_feature_space_applies_truncation_like_a_plain_forward_pass(dcgan):
     plain = LatentSpace(dcgan, "features")
     plain.sample(300, seed=0, progress=False, pca_max=40)
     assert (plain.render_full(plain.encode_seeds([4, 5])) - ref).abs().max() > 0.05
+
+
+def test_feature_edits_stay_in_the_relu_range(dcgan):
+    sp = LatentSpace(dcgan, "features")
+    V = sp.sample(300, seed=0, progress=False, pca_max=40)
+    full = sp.encode_seeds([0])
+    assert full.min() >= 0  # post-ReLU activations
+    d = torch.from_numpy(V[0] - V[1])
+    edited = sp.edit(full, d, -50.0)
+    assert edited.min() < 0  # the raw edit leaves the activation range...
+    f = edited[:, 0].reshape(1, *sp.feature_shape)
+    torch.testing.assert_close(sp.render_full(edited), dcgan.synthesis_from("block1", f.clamp_min(0)))

@@ -165,6 +165,8 @@ class DCGANGenerator:
         self.img_channels = net.img_channels
         self.spaces: tuple[str, ...] = ("z",)
         self.layers: tuple[str, ...] = tuple(f"block{i + 1}" for i in range(len(net.blocks)))
+        # Every block ends in a ReLU: activations there are never negative (spaces clamp edits to that).
+        self.nonnegative_layers: tuple[str, ...] = self.layers
 
     def __repr__(self) -> str:
         return (
