@@ -544,29 +544,13 @@ def test_cli_serves_on_loopback(tiny_run_template: Path, tmp_path: Path) -> None
             proc.stdout.close()
 
 
-# ---------------------------------------------------------------------------------------------- latency
-def median_image_ms(client: Any, bits: int, n: int = 20) -> float:
-    """Median wall time of GET /api/image over ``n`` spread-out t values (after one warm-up render)."""
-    K = client.explorer.corners(bits)
-    client.get(f"/api/image?bits={bits}&t=0")
-    times = []
-    for i in range(n):
-        t = (i * 0.618 * K) % (K - 1)
-        started = time.perf_counter()
-        r = client.get(f"/api/image?bits={bits}&t={t:.3f}")
-        times.append((time.perf_counter() - started) * 1000)
-        assert r.status_code == 200
-    return float(np.median(times))
-
-
-def test_live_image_latency_stylegan(api: Any) -> None:
-    """The issue's target: under 200 ms an image (measured here on one torch thread, in-process)."""
-    assert median_image_ms(api, BITS) < 200
-
-
+# ------------------------------------------------------------------- the built-in DCGAN's feature space
 @pytest.mark.slow
-def test_live_image_latency_faces_dcgan(tmp_path: Path) -> None:
-    """The built-in DCGAN in its default feature space (first layer's activations, PCA)."""
+def test_explore_faces_dcgan_feature_space(tmp_path: Path) -> None:
+    """The built-in DCGAN in its default feature space (first layer's activations, PCA).
+
+    Latency is measured by ``python -m benchmarks.explore_latency``, not asserted here.
+    """
     from sfvq import SFVQ
     from sfvq.generators.registry import load_generator
     from sfvq.spaces import LatentSpace
@@ -582,7 +566,9 @@ def test_live_image_latency_faces_dcgan(tmp_path: Path) -> None:
     client, explorer = client_for(run)
     client.explorer = explorer
     assert client.get("/api/info").json()["image_size"] == [64, 64]
-    assert median_image_ms(client, 5) < 200
+    for t in (0.0, 7.3, 31.0):
+        r = client.get(f"/api/image?bits=5&t={t}")
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     # edits work in a feature space, where layer ranges do not exist
     assert client.get("/api/edit?bits=5&segment=3&seeds=0,1&sigma=2").status_code == 200
     assert_error(client.get("/api/edit?bits=5&segment=3&seeds=0&sigma=2&layers=0"), 400, "layers", "no style")
