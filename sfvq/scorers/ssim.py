@@ -1,0 +1,88 @@
+"""Image change: SSIM (Wang, Bovik, Sheikh and Simoncelli 2004) in plain torch.
+
+Local means, variances and covariance under an 11-tap Gaussian window (sigma 1.5), taken over the valid
+region only (no padding), with C1 = (0.01 L)^2 and C2 = (0.03 L)^2 for data range L; the SSIM map is
+averaged over channels and positions. This matches scikit-image's ``structural_similarity`` with
+``gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=L``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sfvq.scorers._common import as_uint8_rgb
+
+
+def gaussian_window(size: int = 11, sigma: float = 1.5, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Normalised 1-D Gaussian taps: (size,), summing to 1."""
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"window size must be a positive odd number, got {size}")
+    if sigma <= 0:
+        raise ValueError(f"sigma must be positive, got {sigma}")
+    x = torch.arange(size, dtype=dtype) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def _filter(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Separable valid-region Gaussian filter per channel: (N, C, H, W) -> (N, C, H-k+1, W-k+1)."""
+    C = x.shape[1]
+    k = g.numel()
+    gh = g.view(1, 1, k, 1).expand(C, 1, k, 1)  # (C, 1, k, 1) along H
+    gw = g.view(1, 1, 1, k).expand(C, 1, 1, k)  # (C, 1, 1, k) along W
+    return F.conv2d(F.conv2d(x, gh, groups=C), gw, groups=C)
+
+
+def ssim(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    data_range: float = 1.0,
+    window: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    full: bool = False,
+) -> torch.Tensor:
+    """SSIM of paired images x, y (N, C, H, W) (or (C, H, W)) with values in [0, data_range] -> (N,).
+
+    Computed in float64. With ``full=True`` returns the SSIM map (N, C, H-window+1, W-window+1) instead.
+    """
+    if x.shape != y.shape:
+        raise ValueError(f"images differ in shape: {tuple(x.shape)} vs {tuple(y.shape)}")
+    if x.ndim == 3:
+        x, y = x[None], y[None]
+    if x.ndim != 4:
+        raise ValueError(f"expected images (N, C, H, W), got shape {tuple(x.shape)}")
+    if min(x.shape[-2:]) < window:
+        raise ValueError(f"images of {x.shape[-2]}x{x.shape[-1]} px are smaller than the {window}-px window")
+    if data_range <= 0:
+        raise ValueError(f"data_range must be positive, got {data_range}")
+    x = x.detach().to(torch.float64)
+    y = y.detach().to(torch.float64)
+    g = gaussian_window(window, sigma).to(x.device)
+    c1 = (k1 * data_range) ** 2
+    c2 = (k2 * data_range) ** 2
+    mx, my = _filter(x, g), _filter(y, g)  # local means, (N, C, h, w)
+    sxx = _filter(x * x, g) - mx * mx  # local variances and covariance
+    syy = _filter(y * y, g) - my * my
+    sxy = _filter(x * y, g) - mx * my
+    smap = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    return smap if full else smap.mean(dim=(1, 2, 3))
+
+
+def image_ssim(
+    images_a: np.ndarray | torch.Tensor, images_b: np.ndarray | torch.Tensor, **kwargs: float
+) -> np.ndarray:
+    """SSIM between paired images in the scorers' format (uint8 NHWC, or float NCHW in [-1, 1]) -> (N,).
+
+    Both are quantised to uint8 first, as the other scorers see them, then compared on [0, 1].
+    """
+    a = as_uint8_rgb(images_a)
+    b = as_uint8_rgb(images_b)
+    if a.shape != b.shape:
+        raise ValueError(f"paired image batches differ in shape: {a.shape} vs {b.shape}")
+    ta = torch.from_numpy(a).permute(0, 3, 1, 2).to(torch.float64) / 255.0  # (N, 3, H, W) in [0, 1]
+    tb = torch.from_numpy(b).permute(0, 3, 1, 2).to(torch.float64) / 255.0
+    return ssim(ta, tb, data_range=1.0, **kwargs).numpy()
