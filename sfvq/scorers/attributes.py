@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from sfvq.scorers._common import ScorerUnavailable, as_uint8_rgb
 
@@ -100,6 +101,8 @@ class AttributeScorer:
         node: the node executable (default: $SFVQ_NODE or ``node`` on PATH).
         node_modules: folder holding @vladmandic/face-api (default: :func:`find_node_modules`).
         backend: tfjs backend in Node, "wasm" (default) or "cpu".
+        max_side: larger images are downscaled (area filter) to this many px on their longer side before
+            sending (the nets look at 112-160 px inputs anyway); landmarks come back in the original pixels.
         timeout: seconds to wait for the process to start; a request may take this plus 5 s per image.
 
     Use as a context manager or call :meth:`close`; the process also ends with the Python process.
@@ -115,6 +118,7 @@ class AttributeScorer:
         node: str | None = None,
         node_modules: str | Path | None = None,
         backend: str = "wasm",
+        max_side: int = 512,
         timeout: float = 60.0,
     ) -> None:
         if batch_size < 1:
@@ -127,6 +131,8 @@ class AttributeScorer:
             raise ValueError(f"pad must be in [0, 4], got {pad}")
         if not 0 < min_confidence < 1:
             raise ValueError(f"min_confidence must be in (0, 1), got {min_confidence}")
+        if max_side < 64:
+            raise ValueError(f"max_side must be at least 64 px, got {max_side}")
         if backend not in ("wasm", "cpu"):
             raise ValueError(f"backend must be 'wasm' or 'cpu', got {backend!r}")
         exe = node or os.environ.get("SFVQ_NODE") or shutil.which("node")
@@ -138,6 +144,7 @@ class AttributeScorer:
         if not (modules / _FACEAPI).is_file():
             raise ScorerUnavailable(f"{modules} has no @vladmandic/face-api: {NODE_INSTALL_HINT}")
         self.batch_size = int(batch_size)
+        self.max_side = int(max_side)
         self.timeout = float(timeout)
         self._options = {
             "detector": detector,
@@ -191,7 +198,10 @@ class AttributeScorer:
             proc, self._proc = self._proc, None
             code = proc.wait(timeout=5) if proc is not None else None
             raise RuntimeError(f"face-api runner exited (code {code}); stderr: {self._tail()}")
-        return json.loads(line)
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            raise RuntimeError(f"face-api runner wrote something that is not JSON: {line[:200]!r}") from None
 
     def _tail(self) -> str:
         return " | ".join(self._stderr) or "(empty)"
@@ -225,10 +235,17 @@ class AttributeScorer:
         landmarks (N, 68, 2) in pixels of the given images.
         """
         batch = as_uint8_rgb(images)  # (N, H, W, 3)
+        H, W = batch.shape[1:3]
+        scale = min(1.0, self.max_side / max(H, W))
+        if scale < 1.0:
+            size = (max(1, round(W * scale)), max(1, round(H * scale)))
+            batch = np.stack([np.asarray(Image.fromarray(im).resize(size, Image.BOX)) for im in batch])
         results: list[dict[str, Any]] = []
         for start in range(0, batch.shape[0], self.batch_size):
             results += self._request(batch[start : start + self.batch_size])
         landmarks = np.array([r["landmarks"] for r in results], np.float64)  # (N, 68, 2)
+        if scale < 1.0:
+            landmarks *= [W / batch.shape[2], H / batch.shape[1]]  # back to the given images' pixels
         out = {
             "age": np.array([r["age"] for r in results], np.float64),
             "gender": np.array(

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from sfvq.scorers._common import as_uint8_rgb
+
+CHUNK_ELEMENTS = 1 << 16  # about this many pixel values per image chunk (float64, five maps: a few MB)
 
 
 def gaussian_window(size: int = 11, sigma: float = 1.5, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -27,12 +28,21 @@ def gaussian_window(size: int = 11, sigma: float = 1.5, dtype: torch.dtype = tor
 
 
 def _filter(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """Separable valid-region Gaussian filter per channel: (N, C, H, W) -> (N, C, H-k+1, W-k+1)."""
-    C = x.shape[1]
+    """Separable valid-region filter along the last two axes: (..., H, W) -> (..., H-k+1, W-k+1).
+
+    Weighted sums of k shifted slices per axis, accumulated in place: exact in float64, and on CPU several
+    times faster than a float64 convolution.
+    """
     k = g.numel()
-    gh = g.view(1, 1, k, 1).expand(C, 1, k, 1)  # (C, 1, k, 1) along H
-    gw = g.view(1, 1, 1, k).expand(C, 1, 1, k)  # (C, 1, 1, k) along W
-    return F.conv2d(F.conv2d(x, gh, groups=C), gw, groups=C)
+    H, W = x.shape[-2:]
+    taps = [float(t) for t in g]
+    rows = x[..., 0 : H - k + 1, :] * taps[0]  # (..., H-k+1, W)
+    for j in range(1, k):
+        rows.add_(x[..., j : j + H - k + 1, :], alpha=taps[j])
+    out = rows[..., :, 0 : W - k + 1] * taps[0]  # (..., H-k+1, W-k+1)
+    for j in range(1, k):
+        out.add_(rows[..., :, j : j + W - k + 1], alpha=taps[j])
+    return out
 
 
 def ssim(
@@ -59,17 +69,22 @@ def ssim(
         raise ValueError(f"images of {x.shape[-2]}x{x.shape[-1]} px are smaller than the {window}-px window")
     if data_range <= 0:
         raise ValueError(f"data_range must be positive, got {data_range}")
-    x = x.detach().to(torch.float64)
-    y = y.detach().to(torch.float64)
-    g = gaussian_window(window, sigma).to(x.device)
+    g = gaussian_window(window, sigma)
     c1 = (k1 * data_range) ** 2
     c2 = (k2 * data_range) ** 2
-    mx, my = _filter(x, g), _filter(y, g)  # local means, (N, C, h, w)
-    sxx = _filter(x * x, g) - mx * mx  # local variances and covariance
-    syy = _filter(y * y, g) - my * my
-    sxy = _filter(x * y, g) - mx * my
-    smap = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
-    return smap if full else smap.mean(dim=(1, 2, 3))
+    per_image = x[0].numel()
+    step = max(1, CHUNK_ELEMENTS // per_image)  # images per chunk: keeps the working set in cache
+    parts = []
+    for start in range(0, x.shape[0], step):
+        xc = x[start : start + step].detach().to(torch.float64)  # (n, C, H, W)
+        yc = y[start : start + step].detach().to(torch.float64)
+        mx, my, exx, eyy, exy = _filter(torch.stack([xc, yc, xc * xc, yc * yc, xc * yc]), g)  # (n, C, h, w)
+        sxx = exx - mx * mx  # local variances and covariance
+        syy = eyy - my * my
+        sxy = exy - mx * my
+        smap = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+        parts.append(smap if full else smap.mean(dim=(1, 2, 3)))
+    return torch.cat(parts)
 
 
 def image_ssim(

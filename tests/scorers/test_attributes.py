@@ -116,12 +116,38 @@ def test_noise_images_do_not_crash(scorer):
     assert scorer.fallbacks >= int((~out["detected"]).sum())
 
 
-def test_closed_scorer_refuses(face_images):
+def test_large_images_are_downscaled_and_landmarks_scaled_back(scorer, face_images, scored):
+    _, faces = face_images
+    out, _ = scored
+    big = faces[:3].repeat(4, axis=1).repeat(4, axis=2)  # (3, 256, 256, 3), each pixel a 4x4 block
+    scorer.max_side = 64  # the box filter turns the blocks back into the 64 px faces exactly
+    try:
+        again = scorer.score(big, return_landmarks=True)
+    finally:
+        scorer.max_side = 512
+    np.testing.assert_allclose(again["landmarks"], out["landmarks"][:3] * 4, atol=1e-4)
+    for key in ATTRIBUTES:
+        np.testing.assert_allclose(again[key], out[key][:3], atol=1e-5, err_msg=key)
+
+
+def test_ssd_detector_runs(face_images):
+    with scorer_or_skip(lambda: AttributeScorer(detector="ssd")) as s:
+        out = s.score(face_images[1][:1])
+    assert 0 < out["age"][0] < 100 and np.isfinite(out["yaw"][0])
+
+
+def test_closed_or_dead_process_is_reported(face_images):
     s = scorer_or_skip(AttributeScorer)
     s.close()
     s.close()  # idempotent
     with pytest.raises(RuntimeError, match="not running"):
         s.score(face_images[1][:1])
+    s = scorer_or_skip(AttributeScorer)
+    s._proc.kill()
+    s._proc.wait()
+    with pytest.raises(RuntimeError, match="not running|exited"):
+        s.score(face_images[1][:1])
+    s.close()
 
 
 def test_bad_arguments():
@@ -129,6 +155,8 @@ def test_bad_arguments():
         AttributeScorer(detector="yolo")
     with pytest.raises(ValueError, match="multiple of 32"):
         AttributeScorer(input_size=100)
+    with pytest.raises(ValueError, match="max_side"):
+        AttributeScorer(max_side=10)
 
 
 def test_missing_node_modules_says_how_to_install(tmp_path, monkeypatch):
