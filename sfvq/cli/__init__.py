@@ -37,5 +37,10 @@ def _register() -> None:
 
     main.add_command(_explore.explore)
 
+    from sfvq.cli import compare as _compare
+
+    main.add_command(_compare.compare)
+    main.add_command(_compare.evaluate)
+
 
 _register()

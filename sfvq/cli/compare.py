@@ -1,0 +1,447 @@
+"""``sfvq compare`` (side-by-side edit grids of SFVQ and the baselines) and ``sfvq evaluate`` (the
+re-scoring benchmark with the offline face scorers).
+
+Both build each method's directions with :func:`sfvq.baselines.method_directions` (or read them back
+with ``--directions METHOD=DIR`` from an earlier run's ``directions/<method>/``), and save every set in
+``OUTDIR/directions/<method>/`` (``directions.safetensors`` + ``space.json``).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sfvq.cli.options import DEVICE, FINITE_FLOAT, FLOATS, LAYER_RANGE, SeedList
+
+UNITS = click.Choice(["std", "raw"])
+
+
+# ---------------------------------------------------------------------------------------------- shared
+def _methods(text: str) -> list[str]:
+    from sfvq.baselines import parse_methods
+
+    try:
+        return parse_methods(text)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="'--methods'") from e
+
+
+def _saved(items: tuple[str, ...], methods: list[str]) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise click.BadParameter(f"{item!r} is not METHOD=DIR", param_hint="'--directions'")
+        name = name.strip()
+        if name not in methods:
+            raise click.BadParameter(
+                f"{name!r} is not one of --methods ({', '.join(methods)})", param_hint="'--directions'"
+            )
+        if name in out:
+            raise click.BadParameter(f"{name!r} is given twice", param_hint="'--directions'")
+        out[name] = Path(path.strip())
+    return out
+
+
+def build_methods(
+    methods: list[str],
+    *,
+    network: str | None,
+    model_path: Path | None,
+    k: int,
+    n_samples: int,
+    seed: int,
+    bits: int | None,
+    layers: tuple[int, int] | None,
+    latentclr_steps: int,
+    saved: dict[str, Path],
+    device: str,
+    outdir: Path,
+    console: Any,
+) -> tuple[Any, str, list[Any]]:
+    """Load the generator (and the sfvq model when given), build or read every method's directions,
+    save them under ``outdir/directions/``. Returns (G, network, [MethodDirections])."""
+    from sfvq.baselines import load_method, method_directions, save_method
+    from sfvq.cli.directions import _generator, load_model_arg, load_space
+    from sfvq.directions import check_layers, run_latents
+
+    model = run_dir = None
+    if model_path is not None:
+        if "sfvq" not in methods:
+            raise click.BadParameter(
+                "--model is used by the sfvq method; add sfvq to --methods", param_hint="'--model'"
+            )
+        model, run_dir = load_model_arg(model_path)
+        if network is None:
+            network = (getattr(model, "metadata_", None) or {}).get("network")
+            if not network:
+                raise click.UsageError("the model does not record its generator; pass --network NAME|PATH")
+    if network is None:
+        raise click.UsageError("pass --network NAME|PATH (or --model of a run that records it)")
+    G = _generator(str(network), device)
+    if layers is not None:
+        try:
+            check_layers(layers, G.num_ws)
+        except ValueError as e:
+            raise click.BadParameter(f"{e} ({G.name})", param_hint="'--layers'") from e
+    space = X = None
+    if model is not None:
+        space = load_space(run_dir, model, G, None)
+        X = run_latents(run_dir, model)
+        if bits is None:
+            bits = min(max(model.codebooks_), 4)
+        if bits not in model.codebooks_:
+            raise click.BadParameter(
+                f"the model has bits {sorted(model.codebooks_)}, not {bits}", param_hint="'--bits'"
+            )
+    out = []
+    for m in methods:
+        if m in saved:
+            try:
+                md = load_method(saved[m], G, m)
+            except (FileNotFoundError, ValueError, KeyError) as e:
+                raise click.BadParameter(f"{m}: {e}", param_hint="'--directions'") from e
+            console.print(f"{m}: read {len(md.directions)} directions ({md.space.name}) from {saved[m]}")
+            if len(md.directions) > k:
+                from sfvq.directions import DirectionSet
+
+                md.directions = DirectionSet(
+                    list(md.directions)[:k], dim=md.directions.dim, meta=md.directions.meta
+                )
+        else:
+            console.print(f"{m}: building {k} directions ...")
+            try:
+                md = method_directions(
+                    m, G, k=k, n=n_samples, seed=seed, layers=layers, model=model, model_space=space,
+                    model_latents=X, bits=bits, latentclr={"steps": latentclr_steps}, progress=False,
+                )  # fmt: skip
+            except ValueError as e:
+                raise click.UsageError(f"{m}: {e}") from e
+            extra = "".join(f", {key} {v}" for key, v in md.info.items())
+            console.print(
+                f"{m}: {len(md.directions)} directions in {md.space.name} ({md.seconds:.1f} s{extra})"
+            )
+        save_method(md, outdir / "directions" / m)
+        out.append(md)
+    return G, str(network), out
+
+
+def _common(f: Any) -> Any:
+    opts = [
+        click.option(
+            "--network", default=None, metavar="NAME|PATH", help="Generator (default: the --model's)."
+        ),
+        click.option(
+            "--model",
+            "model_path",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="An sfvq run (or its model.safetensors) for the sfvq method; default: fit a curve here.",
+        ),
+        click.option(
+            "--methods",
+            default="sfvq,ganspace,sefa,latentclr",
+            show_default=True,
+            help="Comma-separated: sfvq, ganspace, ganspace-latent, ganspace-features, sefa, latentclr.",
+        ),
+        click.option(
+            "--bits",
+            type=click.IntRange(2, 16),
+            default=None,
+            help="sfvq: bitrate whose segments are used (default 4, or the model's finest if lower).",
+        ),
+        click.option(
+            "--layers", type=LAYER_RANGE, default=None, help="Inclusive W+ layer range (StyleGAN), e.g. 4-7."
+        ),
+        click.option(
+            "--n-samples",
+            type=click.IntRange(min=100),
+            default=5000,
+            show_default=True,
+            help="Latents sampled for PCAs, the on-the-spot curve and the std along directions.",
+        ),
+        click.option(
+            "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Sampling seed."
+        ),
+        click.option(
+            "--latentclr-steps",
+            type=click.IntRange(min=1),
+            default=300,
+            show_default=True,
+            help="LatentCLR training steps.",
+        ),
+        click.option(
+            "--directions",
+            "saved",
+            multiple=True,
+            metavar="METHOD=DIR",
+            help="Reuse a method's saved directions (OUTDIR/directions/METHOD of an earlier run).",
+        ),
+        click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True),
+        click.option("--device", type=DEVICE, default="cpu", show_default=True, help="Torch device."),
+        click.option(
+            "--outdir", type=click.Path(file_okay=False, dir_okay=True, path_type=Path), required=True
+        ),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _png_data_uri(image: Any) -> str:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+# ---------------------------------------------------------------------------------------------- compare
+@click.command()
+@_common
+@click.option("--k", type=click.IntRange(1, 64), default=5, show_default=True, help="Directions per method.")
+@click.option("--seeds", type=SeedList(max_count=64), default="0-3", show_default=True, help="Seeds shown.")
+@click.option("--sigma", type=FLOATS, default="-3,0,3", show_default=True, help="Step sizes.")
+@click.option(
+    "--units", type=UNITS, default="std", show_default=True, help="std: sigma times the data's std."
+)
+def compare(
+    network: str | None,
+    model_path: Path | None,
+    methods: str,
+    bits: int | None,
+    layers: tuple[int, int] | None,
+    n_samples: int,
+    seed: int,
+    latentclr_steps: int,
+    saved: tuple[str, ...],
+    batch_size: int,
+    device: str,
+    outdir: Path,
+    k: int,
+    seeds: list[int],
+    sigma: list[float],
+    units: str,
+) -> None:
+    """Edit grids of each method's top-k directions at the same seeds, sigmas and layer range:
+    OUTDIR/<method>.png (rows = directions, columns = seed x sigma) and OUTDIR/index.html."""
+    import numpy as np
+    from rich.console import Console
+
+    from sfvq.directions import layers_text
+    from sfvq.evaluation import render_steps
+    from sfvq.generators.base import to_uint8
+    from sfvq.io import atomic_path, labelled_grid, save_png, write_options
+    from sfvq.spaces import check_finite
+
+    console = Console(stderr=True)
+    names = _methods(methods)
+    saved_dirs = _saved(saved, names)
+    outdir.mkdir(parents=True, exist_ok=True)
+    G, net, mds = build_methods(
+        names, network=network, model_path=model_path, k=k, n_samples=n_samples, seed=seed, bits=bits,
+        layers=layers, latentclr_steps=latentclr_steps, saved=saved_dirs, device=device, outdir=outdir,
+        console=console,
+    )  # fmt: skip
+    if units == "std":
+        for md in mds:
+            missing = [d.name for d in md.directions if d.std is None]
+            if missing:
+                raise click.BadParameter(
+                    f"{md.method}: no std along {', '.join(missing[:4])} (a model without latents.npy?)",
+                    param_hint="'--units'",
+                )
+    where = f"layers {layers_text(layers)} of 0-{G.num_ws - 1}" if layers is not None else "all layers"
+    sections, files = [], {}
+    for md in mds:
+        full = md.space.encode_seeds(seeds)  # (S, L, F)
+        tiles, labels = [], []
+        for i, d in enumerate(md.directions):
+            imgs = render_steps(md, i, 1, full, sigma, units=units, layers=layers, batch_size=batch_size)
+            check_finite(imgs, f"{md.method} {d.name} images")
+            tiles.append(to_uint8(imgs.reshape(-1, *imgs.shape[2:])))  # (S*T, H, W, C) seed-major
+            labels += [f"{d.name} s{s} {v:+g}" for s in seeds for v in sigma]
+        grid = labelled_grid(np.concatenate(tiles), labels, cols=len(seeds) * len(sigma))
+        files[md.method] = save_png(outdir / f"{md.method}.png", grid)
+        rows = "".join(
+            f"<tr><td>{html.escape(d.name)}</td><td>{'-' if d.std is None else f'{d.std:.4g}'}</td>"
+            f"<td><code>{html.escape(str(d.source))}</code></td></tr>"
+            for d in md.directions
+        )
+        sections.append(
+            f"<h2>{html.escape(md.method)} <small>({html.escape(md.space.name)})</small></h2>"
+            f"<img src='{_png_data_uri(grid)}' alt='{html.escape(md.method)}'>"
+            f"<table><tr><th>direction</th><th>std</th><th>source</th></tr>{rows}</table>"
+        )
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>sfvq compare</title>"
+        "<style>body{font-family:sans-serif;margin:1em}img{image-rendering:pixelated;max-width:100%}"
+        "td,th{padding:2px 8px;text-align:left;font-size:small}</style></head><body>"
+        f"<h1>Directions of {html.escape(', '.join(names))} on {html.escape(G.name)}</h1>"
+        f"<p>Seeds {html.escape(', '.join(map(str, seeds)))}; "
+        f"sigma {html.escape(', '.join(f'{s:g}' for s in sigma))} ({units} units); {html.escape(where)}. "
+        "Rows: directions; columns: seed, then sigma.</p>" + "".join(sections) + "</body></html>"
+    )
+    with atomic_path(outdir / "index.html") as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    write_options(
+        outdir,
+        "compare",
+        {
+            "network": net, "generator": G.name, "model": model_path, "methods": names, "k": k,
+            "seeds": seeds, "sigma": sigma, "units": units,
+            "layers": None if layers is None else list(layers), "bits": bits, "n_samples": n_samples,
+            "seed": seed, "latentclr_steps": latentclr_steps,
+            "directions": {m: str(p) for m, p in saved_dirs.items()},
+            "spaces": {md.method: md.space.describe() for md in mds}, "device": device, "outdir": outdir,
+        },
+    )  # fmt: skip
+    click.echo(f"wrote {', '.join(p.name for p in files.values())}, index.html and directions/ to {outdir}")
+
+
+# ---------------------------------------------------------------------------------------------- evaluate
+@click.command()
+@_common
+@click.option("--k", type=click.IntRange(1, 64), default=10, show_default=True, help="Candidates per method.")
+@click.option(
+    "--n", type=click.IntRange(min=2), default=100, show_default=True, help="Evaluation seeds 0..n-1."
+)
+@click.option(
+    "--steps",
+    type=FLOATS,
+    default="1,2,3",
+    show_default=True,
+    help="Positive step sizes along each best direction (0 is added).",
+)
+@click.option(
+    "--units", type=UNITS, default="std", show_default=True, help="std: steps times the data's std."
+)
+@click.option(
+    "--screen-n",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Seeds (from 1,000,000 on) used to pick each method's best direction per attribute.",
+)
+@click.option(
+    "--match",
+    type=FINITE_FLOAT,
+    default=0.9,
+    show_default=True,
+    help="Matched change = MATCH x the smallest reach among the methods.",
+)
+@click.option("--bootstrap", type=click.IntRange(min=0), default=1000, show_default=True, help="Resamples.")
+@click.option(
+    "--ssim/--no-ssim", default=True, show_default=True, help="Also measure SSIM to the unedited image."
+)
+def evaluate(
+    network: str | None,
+    model_path: Path | None,
+    methods: str,
+    bits: int | None,
+    layers: tuple[int, int] | None,
+    n_samples: int,
+    seed: int,
+    latentclr_steps: int,
+    saved: tuple[str, ...],
+    batch_size: int,
+    device: str,
+    outdir: Path,
+    k: int,
+    n: int,
+    steps: list[float],
+    units: str,
+    screen_n: int,
+    match: float,
+    bootstrap: int,
+    ssim: bool,
+) -> None:
+    """Re-score each method's directions with the offline face scorers (age, gender, smile, yaw; identity;
+    SSIM): per method and attribute the best direction, its change per unit step, and the identity
+    distance and other attributes' change at a matched change, with bootstrap intervals.
+    Writes OUTDIR/table.md, results.json, curves.png, figures/<method>.png and options.json."""
+    from rich.console import Console
+
+    from sfvq.evaluation import (
+        EvalConfig,
+        curves_plot,
+        markdown_table,
+        method_figure,
+        run_evaluation,
+        summarise,
+    )
+    from sfvq.io import atomic_path, save_png, write_json, write_options
+
+    console = Console(stderr=True)
+    names = _methods(methods)
+    saved_dirs = _saved(saved, names)
+    config = EvalConfig(
+        n=n, screen_n=screen_n, steps=tuple(steps), units=units, layers=layers, match=match,
+        bootstrap=bootstrap, seed=seed, batch_size=batch_size,
+    )  # fmt: skip
+    try:
+        config.check()
+    except ValueError as e:
+        hint = "'--steps'" if "steps" in str(e) else "'--match'" if "match" in str(e) else "'--n'"
+        raise click.BadParameter(str(e), param_hint=hint) from e
+    scorers = _scorers(ssim)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+        for stale in ("table.md", "results.json", "curves.png", "options.json"):
+            (outdir / stale).unlink(missing_ok=True)  # a run that stops half-way must not look complete
+        G, net, mds = build_methods(
+            names, network=network, model_path=model_path, k=k, n_samples=n_samples, seed=seed, bits=bits,
+            layers=layers, latentclr_steps=latentclr_steps, saved=saved_dirs, device=device, outdir=outdir,
+            console=console,
+        )  # fmt: skip
+        result = run_evaluation(mds, scorers, config, log=lambda text: console.print(f"[dim]{text}[/dim]"))
+    finally:
+        close = getattr(scorers.attributes, "close", None)
+        if close is not None:
+            close()
+    summary = summarise(result)
+    table = markdown_table(summary)
+    for m in result.methods:
+        save_png(outdir / "figures" / f"{m}.png", method_figure(result, m))
+    curves_plot(result, summary, outdir / "curves.png")
+    write_json(outdir / "results.json", {"config": _config_dict(config), **summary})
+    with atomic_path(outdir / "table.md") as tmp:
+        tmp.write_text(table, encoding="utf-8")
+    write_options(
+        outdir,
+        "evaluate",
+        {
+            "network": net, "generator": G.name, "model": model_path, "methods": names, "k": k, "n": n,
+            "steps": steps, "units": units, "screen_n": screen_n, "match": match, "bootstrap": bootstrap,
+            "ssim": ssim, "layers": None if layers is None else list(layers), "bits": bits,
+            "n_samples": n_samples, "seed": seed, "latentclr_steps": latentclr_steps,
+            "directions": {m: str(p) for m, p in saved_dirs.items()}, "batch_size": batch_size,
+            "device": device, "outdir": outdir, "seconds": result.seconds,
+        },
+    )  # fmt: skip
+    click.echo(table)
+    click.echo(f"wrote table.md, results.json, curves.png, figures/ and directions/ to {outdir}")
+
+
+def _config_dict(config: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    d = asdict(config)
+    d["layers"] = None if config.layers is None else list(config.layers)
+    return d
+
+
+def _scorers(ssim: bool) -> Any:
+    """The offline face scorers, or a usage error saying what to install."""
+    from sfvq.evaluation import Scorers
+    from sfvq.scorers import ATTRIBUTES, AttributeScorer, IdentityScorer, ScorerUnavailable, image_ssim
+
+    try:
+        identity = IdentityScorer()
+        attributes = AttributeScorer()
+    except ScorerUnavailable as e:
+        raise click.UsageError(f"sfvq evaluate needs the face scorers: {e}") from e
+    return Scorers(attributes, identity, image_ssim if ssim else None, tuple(ATTRIBUTES))
