@@ -13,7 +13,7 @@ import torch
 
 from sfvq.scorers._common import as_uint8_rgb
 
-CHUNK_ELEMENTS = 1 << 16  # about this many pixel values per image chunk (float64, five maps: a few MB)
+CHUNK_ELEMENTS = 1 << 18  # pixel values per chunk or band (float64, five maps: about 10 MB)
 
 
 def gaussian_window(size: int = 11, sigma: float = 1.5, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -72,17 +72,25 @@ def ssim(
     g = gaussian_window(window, sigma)
     c1 = (k1 * data_range) ** 2
     c2 = (k2 * data_range) ** 2
-    per_image = x[0].numel()
-    step = max(1, CHUNK_ELEMENTS // per_image)  # images per chunk: keeps the working set in cache
+    N, C, H, W = x.shape
+    h_out = H - window + 1
+    step = max(1, CHUNK_ELEMENTS // (C * H * W))  # images per chunk: keeps the working set in cache
+    band = h_out if step > 1 else max(1, CHUNK_ELEMENTS // (C * W))  # output rows per band (big images)
     parts = []
-    for start in range(0, x.shape[0], step):
-        xc = x[start : start + step].detach().to(torch.float64)  # (n, C, H, W)
-        yc = y[start : start + step].detach().to(torch.float64)
-        mx, my, exx, eyy, exy = _filter(torch.stack([xc, yc, xc * xc, yc * yc, xc * yc]), g)  # (n, C, h, w)
-        sxx = exx - mx * mx  # local variances and covariance
-        syy = eyy - my * my
-        sxy = exy - mx * my
-        smap = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    for start in range(0, N, step):
+        maps = []
+        for r0 in range(0, h_out, band):
+            rows = slice(r0, min(h_out, r0 + band) + window - 1)  # input rows that band needs
+            # (n, C, rows, W), row-major: the shifted slices are ~20x slower on channels-last strides
+            xc = x[start : start + step, :, rows].detach().to(torch.float64).contiguous()
+            yc = y[start : start + step, :, rows].detach().to(torch.float64).contiguous()
+            stats = _filter(torch.stack([xc, yc, xc * xc, yc * yc, xc * yc]), g)  # (5, n, C, b, w)
+            mx, my, exx, eyy, exy = stats
+            sxx = exx - mx * mx  # local variances and covariance
+            syy = eyy - my * my
+            sxy = exy - mx * my
+            maps.append(((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2)))
+        smap = torch.cat(maps, dim=2)  # (n, C, h_out, w_out)
         parts.append(smap if full else smap.mean(dim=(1, 2, 3)))
     return torch.cat(parts)
 
