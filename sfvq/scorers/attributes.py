@@ -2,9 +2,9 @@
 
 `@vladmandic/face-api` (npm, MIT) ships its trained models inside the package: a tiny face detector, a
 68-point landmark net, an age/gender net and a 7-way expression net. They run in Node with tfjs's wasm
-backend (about 20x faster than tfjs's pure-JS CPU backend here). :class:`AttributeScorer` starts one
-long-lived Node process (``faceapi_runner.cjs`` beside this file) and talks JSON lines with it, so that
-each image costs only the nets' time. Images travel as base64 raw RGB bytes: face-api's Node build has no
+backend (its pure-JS CPU backend took 20 s per image here, wasm 0.1 s). :class:`AttributeScorer` starts
+one long-lived Node process (``faceapi_runner.cjs`` beside this file) and talks JSON lines with it, so
+that each image costs only the nets' time. Images travel as base64 raw RGB bytes: face-api's Node build has no
 image decoder and raw bytes are cheaper than PNG. The Node packages are pinned in the repository's
 ``package.json`` / ``package-lock.json`` and installed by ``scripts/install-scorers.sh`` (``npm ci``).
 
