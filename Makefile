@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # CPU build of torch unless a GPU is present: a plain `torch` requirement would pull a multi-GB CUDA build.
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.3" || echo "torch==2.13.0")
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup scorers demo test lint bench clean
 
 $(BIN)/sfvq: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,7 +22,11 @@ setup: $(BIN)/sfvq
 demo: setup
 	$(BIN)/sfvq run --network builtin:faces-dcgan --bits 6 --outdir runs/demo
 
-test: setup
+# Node packages of the offline face scorers (face-api); quiet, and instant when up to date.
+scorers:
+	bash scripts/install-scorers.sh
+
+test: setup scorers
 	$(BIN)/ruff check sfvq tests benchmarks
 	$(BIN)/pytest -q
 
