@@ -5,10 +5,10 @@ For each method (a :class:`~sfvq.baselines.MethodDirections`: candidate directio
 
 1. **Screen** (seeds disjoint from the evaluation seeds, so that picking the best direction does not
    flatter it on the seeds it is then measured on): every candidate edits ``screen_n`` seeds by
-   ``-s`` and ``+s`` (in std units of the data along the direction); the attribute scorer gives the
-   change per unit step, ``(a(+s) - a(-s)) / 2s`` averaged over seeds. The best direction for an
-   attribute is the one with the largest ``|change per unit step|``; its sign is fixed so that the
-   attribute grows along it.
+   ``+s`` and ``-s`` (in std units of the data along the direction); the attribute scorer gives the
+   one-sided changes per unit step ``(a(+s) - a(0)) / s`` and ``(a(-s) - a(0)) / s`` averaged over
+   seeds. The best direction for an attribute, with its sign, is the one that raises it most per unit
+   step (one-sided, because the measurement follows it one way and responses are often lopsided).
 2. **Measure**: each method's best (oriented) directions edit the ``n`` evaluation seeds at steps
    ``0 < s_1 < ... < s_T``; every image gets the attributes, its identity distance to the unedited
    image (face embeddings) and, when given, SSIM to it.
@@ -127,14 +127,21 @@ def render_steps(
 
 @dataclass
 class Screen:
-    """Screening of one method: ``slopes`` (M, A) attribute change per unit step of every candidate,
-    ``best`` (A,) the chosen candidate per attribute and ``signs`` (A,) its orientation (+1 / -1)."""
+    """Screening of one method: ``gains`` (M, 2, A) the mean increase of each attribute per unit step
+    when candidate i is followed forwards (``[:, 0]``) or backwards (``[:, 1]``); ``best`` (A,) the chosen
+    candidate per attribute and ``signs`` (A,) the way (+1 / -1) that raises the attribute most."""
 
-    slopes: np.ndarray
+    gains: np.ndarray
     best: np.ndarray
     signs: np.ndarray
     seeds: list[int]
     step: float
+
+    @property
+    def chosen(self) -> np.ndarray:
+        """The chosen candidates' gains: (A,)."""
+        A = self.gains.shape[2]
+        return self.gains[self.best, np.where(self.signs > 0, 0, 1), np.arange(A)]
 
 
 def screen_method(
@@ -148,21 +155,27 @@ def screen_method(
     batch_size: int = 64,
     progress: Callable[[str], None] | None = None,
 ) -> Screen:
-    """Change per unit step of every candidate of ``md`` on ``seeds`` at ``-step`` and ``+step``."""
+    """One-sided changes of every candidate of ``md`` on ``seeds``: ``(a(+step) - a(0)) / step`` and
+    ``(a(-step) - a(0)) / step``; the best (candidate, way) per attribute is the largest increase, as the
+    measurement then follows it one way only (attribute responses are often lopsided)."""
     full = md.space.encode_seeds(list(seeds))  # (S, L, F)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        base = score_images(scorers, md.space.render_full(full, batch_size), identity=False).attrs  # (S, A)
     M, A = len(md.directions), len(scorers.names)
-    slopes = np.zeros((M, A))
+    gains = np.zeros((M, 2, A))
     for i in range(M):
-        imgs = render_steps(md, i, 1, full, (-step, step), units=units, layers=layers, batch_size=batch_size)
+        imgs = render_steps(md, i, 1, full, (step, -step), units=units, layers=layers, batch_size=batch_size)
         S = imgs.shape[0]
         sc = score_images(scorers, imgs.reshape(S * 2, *imgs.shape[2:]), identity=False)
         a = sc.attrs.reshape(S, 2, A)
-        slopes[i] = np.nanmean(a[:, 1] - a[:, 0], 0) / (2 * step)  # (A,)
+        with np.errstate(all="ignore"):
+            gains[i] = np.nanmean(a - base[:, None], 0) / step  # (2, A)
         if progress is not None:
             progress(f"screened {md.method} {md.directions[i].name}")
-    best = np.nanargmax(np.abs(np.nan_to_num(slopes, nan=0.0)), 0)  # (A,)
-    signs = np.where(slopes[best, np.arange(A)] < 0, -1, 1)
-    return Screen(slopes, best, signs, list(seeds), float(step))
+    flat = np.nan_to_num(gains.reshape(M * 2, A), nan=-np.inf)  # row 2i: forwards, 2i + 1: backwards
+    pick = np.argmax(flat, 0)  # (A,)
+    return Screen(gains, pick // 2, np.where(pick % 2 == 0, 1, -1), list(seeds), float(step))
 
 
 @dataclass
@@ -518,7 +531,7 @@ def summarise(result: EvalResult) -> dict[str, Any]:
                     "attribute": a,
                     "direction": r.candidates[i],
                     "sign": sign,
-                    "screen_slope": float(r.screen.slopes[i, j]),
+                    "screen_slope": float(r.screen.chosen[j]),
                     "slope": s["slope"],
                     "slope_ci": s["slope_ci"],
                     "slope_per_std": s["slope"] / result.attr_std[j] if result.attr_std[j] > 0 else math.nan,
@@ -552,7 +565,7 @@ def summarise(result: EvalResult) -> dict[str, Any]:
             m: {
                 "space": r.space,
                 "candidates": r.candidates,
-                "screen_slopes": r.screen.slopes.tolist(),
+                "screen_gains": r.screen.gains.tolist(),
                 "screen_seeds": [r.screen.seeds[0], r.screen.seeds[-1]],
                 "screen_step": r.screen.step,
                 "seconds": r.seconds,
@@ -583,8 +596,9 @@ def markdown_table(summary: dict[str, Any]) -> str:
             f"### {a} (matched change: {_f(t)}; std over unedited faces {_f(summary['attribute_std'][a])})",
             "",
             "| method | best direction | change per unit step [95% CI] | steps to the matched change "
-            "| identity distance at it | SSIM at it | other attributes' change at it | entanglement |",
-            "|---|---|---|---|---|---|---|---|",
+            "| identity distance at it | SSIM at it | other attributes' change at it | entanglement "
+            "| faces found |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for r in summary["rows"]:
             if r["attribute"] != a:
@@ -598,7 +612,8 @@ def markdown_table(summary: dict[str, Any]) -> str:
                 f"| {r['method']} | {'-' if r['sign'] < 0 else '+'}{r['direction']} ({r['space']}) "
                 f"| {_ci(r['slope'], r['slope_ci'])} | {_ci(r['step'], r['step_ci'], missing='not reached')} "
                 f"| {_ci(r['identity'], r['identity_ci'])} | {_ci(r['ssim'], r['ssim_ci'])} | {others} "
-                f"| {_ci(r['entanglement'], r['entanglement_ci'], '.2f')} |"
+                f"| {_ci(r['entanglement'], r['entanglement_ci'], '.2f')} "
+                f"| {_f(100 * r['detected'], '.0f') + ' %' if np.isfinite(r['detected']) else '-'} |"
             )
         lines.append("")
     return "\n".join(lines)

@@ -102,9 +102,10 @@ def row(summary, m, a):
 def test_screening_picks_and_orients_the_best_direction(result):
     res, summary = result
     pure = res.methods["pure"]
-    np.testing.assert_allclose(
-        pure.screen.slopes[:, :3], [[1, 0, 0], [0, -1, 0], [0, 0, 1], [0, 0, 0]], atol=1e-5
-    )
+    forwards = [[1, 0, 0], [0, -1, 0], [0, 0, 1], [0, 0, 0]]  # per unit step, for each candidate
+    np.testing.assert_allclose(pure.screen.gains[:, 0, :3], forwards, atol=1e-5)
+    np.testing.assert_allclose(pure.screen.gains[:, 1, :3], -np.array(forwards), atol=1e-5)
+    np.testing.assert_allclose(pure.screen.chosen, [1, 1, 1], atol=1e-5)
     assert [row(summary, "pure", a)["direction"] for a in "rgb"] == ["red", "notgreen", "blue"]
     assert [row(summary, "pure", a)["sign"] for a in "rgb"] == [1, -1, 1]  # -notgreen raises g
     assert [row(summary, "mixed", a)["direction"] for a in "rgb"] == ["yellow", "yellow", "blue"]

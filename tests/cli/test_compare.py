@@ -159,7 +159,9 @@ def test_evaluate_with_injected_scorers(tmp_path, monkeypatch):
     assert {r["attribute"] for r in results["rows"]} == {"age", "gender", "smile", "yaw"}
     for r in results["rows"]:
         assert r["direction"] in ("sefa0", "sefa1", "sefa2", "pc0", "pc1", "pc2") and r["sign"] in (1, -1)
-        assert r["screen_slope"] * r["sign"] >= 0  # oriented so the attribute grows
+        gains = np.array(results["methods"][r["method"]]["screen_gains"])  # (k, 2, A)
+        j = results["attributes"].index(r["attribute"])
+        assert r["screen_slope"] == pytest.approx(gains[:, :, j].max())  # the largest one-sided increase
     assert results["config"]["steps"] == [1.0, 2.0] and results["config"]["n"] == 4
     table = (out / "table.md").read_text()
     assert table.count("| sefa |") == 4 and "### yaw" in table and table in res.output
