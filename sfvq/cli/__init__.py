@@ -37,6 +37,10 @@ def _register() -> None:
 
     main.add_command(_explore.explore)
 
+    from sfvq.cli import avatars as _avatars
+
+    main.add_command(_avatars.avatars)
+
     from sfvq.cli import compare as _compare
 
     main.add_command(_compare.compare)

@@ -1,0 +1,329 @@
+"""``sfvq avatars``: build the rendered-faces data set, train the small StyleGAN2 and the factor classifier,
+export ``builtin:avatars-sg2``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sfvq.cli.options import DEVICE
+
+_DEFAULT_DATA = "runs/avatars-data"
+
+
+def _threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _device(device: str | None) -> str:
+    import torch
+
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@click.group()
+def avatars() -> None:
+    """A world with known factors: rendered faces, a small StyleGAN2 and a factor read-out."""
+
+
+@avatars.command("build-dataset")
+@click.option(
+    "--outdir", type=click.Path(file_okay=False, path_type=Path), default=_DEFAULT_DATA, show_default=True
+)
+@click.option("--count", type=click.IntRange(min=1), default=20_000, show_default=True, help="Faces.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Data-set seed.")
+@click.option(
+    "--resolution",
+    "resolutions",
+    type=click.Choice(["8", "16", "32", "64", "128", "256"]),
+    multiple=True,
+    default=("64", "32"),
+    show_default=True,
+    help="Stored image size (repeat for several).",
+)
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Render processes.")
+@click.option("--force", is_flag=True, help="Rebuild even if OUTDIR holds a data set.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def build_dataset(
+    outdir: Path, count: int, seed: int, resolutions: tuple[str, ...], workers: int, force: bool, quiet: bool
+) -> None:
+    """Render COUNT faces (python-avatars + cairosvg) with their factors into OUTDIR (cached)."""
+    from sfvq.avatars.dataset import DatasetError, build_dataset
+    from sfvq.io import read_json, write_options
+
+    res = sorted({int(r) for r in resolutions}, reverse=True)
+    try:
+        path, built = build_dataset(
+            outdir, count, seed, res, workers=workers, progress=not quiet, force=force
+        )
+    except DatasetError as e:
+        raise click.UsageError(str(e)) from e
+    write_options(
+        outdir,
+        "avatars build-dataset",
+        {"outdir": str(outdir), "count": count, "seed": seed, "resolutions": res, "workers": workers},
+    )
+    meta = read_json(path / "dataset.json")
+    if built:
+        rate = count / max(meta["render_seconds"], 1e-9)
+        click.echo(f"rendered {count} faces {res} in {meta['render_seconds']:.1f}s ({rate:.1f}/s) -> {path}")
+    else:
+        click.echo(f"{path} already holds this data set (seed {seed}, {count} faces, {res}); nothing to do")
+
+
+@avatars.command("train")
+@click.option(
+    "--data",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=_DEFAULT_DATA,
+    show_default=True,
+    help="Data set from build-dataset.",
+)
+@click.option(
+    "--outdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default="runs/avatars-train",
+    show_default=True,
+    help="Run directory; a checkpoint there is resumed.",
+)
+@click.option("--kimg", type=click.FloatRange(min=0, min_open=True), default=300.0, show_default=True)
+@click.option("--resolution", type=click.Choice(["16", "32", "64"]), default="32", show_default=True)
+@click.option("--batch", type=click.IntRange(min=2), default=32, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--checkpoint-kimg", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True
+)
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None, help="Stop after this.")
+@click.option("--z-dim", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--w-dim", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--mapping-layers", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--channel-base", type=click.IntRange(min=1), default=1024, show_default=True)
+@click.option("--channel-max", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.0025, show_default=True)
+@click.option("--r1-gamma", type=click.FloatRange(min=0), default=0.01, show_default=True)
+@click.option("--style-mixing", type=click.FloatRange(0, 1), default=0.9, show_default=True)
+@click.option("--ema-kimg", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True)
+@click.option("--noise/--no-noise", default=False, show_default=True, help="Per-pixel noise inputs in G.")
+@click.option("--device", type=DEVICE, default=None, help="Default: cuda if available, else cpu.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch CPU threads.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train_cmd(
+    data: Path,
+    outdir: Path,
+    kimg: float,
+    resolution: str,
+    batch: int,
+    seed: int,
+    checkpoint_kimg: float,
+    minutes: float | None,
+    z_dim: int,
+    w_dim: int,
+    mapping_layers: int,
+    channel_base: int,
+    channel_max: int,
+    lr: float,
+    r1_gamma: float,
+    style_mixing: float,
+    ema_kimg: float,
+    noise: bool,
+    device: str | None,
+    threads: int | None,
+    quiet: bool,
+) -> None:
+    """Train the small StyleGAN2 on the rendered faces (resumes OUTDIR/checkpoint.pt when present)."""
+    from sfvq.avatars.dataset import DatasetError
+    from sfvq.avatars.train import TrainConfig, TrainingError, train
+    from sfvq.io import write_options
+
+    _threads(threads)
+    try:
+        config = TrainConfig(
+            resolution=int(resolution),
+            z_dim=z_dim,
+            w_dim=w_dim,
+            mapping_layers=mapping_layers,
+            channel_base=channel_base,
+            channel_max=channel_max,
+            batch=batch,
+            g_lr=lr,
+            d_lr=lr,
+            r1_gamma=r1_gamma,
+            style_mixing=style_mixing,
+            ema_kimg=ema_kimg,
+            use_noise=noise,
+            seed=seed,
+            kimg=kimg,
+            checkpoint_kimg=checkpoint_kimg,
+        )
+    except TrainingError as e:
+        raise click.UsageError(str(e)) from e
+    dev = _device(device)
+    options: dict[str, Any] = {"data": str(data), "outdir": str(outdir), "device": dev, "threads": threads}
+    options.update(config.to_dict(), minutes=minutes)
+    write_options(outdir, "avatars train", options)
+    try:
+        summary = train(data, outdir, config, device=dev, minutes=minutes, progress=not quiet, log=click.echo)
+    except DatasetError as e:
+        raise click.BadParameter(str(e), param_hint="'--data'") from e
+    except TrainingError as e:
+        raise click.UsageError(str(e)) from e
+    state = "stopped early (--minutes)" if summary["stopped_early"] else "done"
+    click.echo(
+        f"{state}: {summary['nimg']} / {summary['target_nimg']} images, {summary['seconds']:.0f}s this call, "
+        f"{summary['images_per_minute']:.0f} images/min on {dev}; samples in {outdir / 'samples'}"
+    )
+
+
+@avatars.command("train-classifier")
+@click.option(
+    "--data", type=click.Path(file_okay=False, path_type=Path), default=_DEFAULT_DATA, show_default=True
+)
+@click.option(
+    "--outdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default="runs/avatars-classifier",
+    show_default=True,
+    help="Where avatars-classifier.safetensors + .json go (sfvq/avatars/weights to ship it).",
+)
+@click.option("--resolution", type=click.Choice(["16", "32", "64"]), default="32", show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many steps.")
+@click.option("--batch", type=click.IntRange(min=2), default=128, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True)
+@click.option("--width", type=click.IntRange(min=4), default=32, show_default=True)
+@click.option("--holdout", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--device", type=DEVICE, default=None, help="Default: cuda if available, else cpu.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch CPU threads.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train_classifier_cmd(
+    data: Path,
+    outdir: Path,
+    resolution: str,
+    epochs: int,
+    max_steps: int | None,
+    batch: int,
+    lr: float,
+    width: int,
+    holdout: float,
+    seed: int,
+    device: str | None,
+    threads: int | None,
+    quiet: bool,
+) -> None:
+    """Train the factor classifier on renders; print and save its held-out accuracy per factor."""
+    from sfvq.avatars import CLASSIFIER_FILE
+    from sfvq.avatars.classifier import ClassifierError, save_classifier, train_classifier
+    from sfvq.avatars.dataset import DatasetError, load_dataset
+    from sfvq.io import write_options
+
+    _threads(threads)
+    try:
+        ds = load_dataset(data, int(resolution))
+    except DatasetError as e:
+        raise click.BadParameter(str(e), param_hint="'--data' / '--resolution'") from e
+    dev = _device(device)
+    options = {
+        "data": str(data),
+        "outdir": str(outdir),
+        "resolution": int(resolution),
+        "epochs": epochs,
+        "max_steps": max_steps,
+        "batch": batch,
+        "lr": lr,
+        "width": width,
+        "holdout": holdout,
+        "seed": seed,
+        "device": dev,
+    }
+    write_options(outdir, "avatars train-classifier", options)
+    try:
+        model, report = train_classifier(
+            ds.images,
+            ds.codes,
+            ds.vocab,
+            epochs=epochs,
+            batch=batch,
+            lr=lr,
+            seed=seed,
+            holdout=holdout,
+            width=width,
+            device=dev,
+            max_steps=max_steps,
+            progress=not quiet,
+        )
+    except ClassifierError as e:
+        raise click.UsageError(str(e)) from e
+    data_info = {"path": str(Path(data).resolve()), "seed": ds.meta["seed"], "count": ds.meta["count"]}
+    path = save_classifier(model, outdir / CLASSIFIER_FILE, {"report": report, "data": data_info})
+    click.echo(f"{'factor':<16} {'values':>6} {'held-out acc':>12} {'majority':>9} {'confidence':>10}")
+    for k, v in report["heldout"].items():
+        click.echo(
+            f"{k:<16} {len(ds.vocab[k]):>6} {v['accuracy']:>12.3f} {v['majority']:>9.3f} "
+            f"{v['confidence']:>10.3f}"
+        )
+    click.echo(
+        f"mean held-out accuracy {report['mean_heldout_accuracy']:.3f} on {report['heldout_images']} faces "
+        f"({report['steps']} steps, {report['seconds']:.0f}s) -> {path}"
+    )
+
+
+@avatars.command("export")
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(exists=True, path_type=Path),
+    default="runs/avatars-train",
+    show_default=True,
+    help="Training run directory (or its checkpoint.pt).",
+)
+@click.option(
+    "--outdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Default: sfvq/avatars/weights (where builtin:avatars-sg2 is loaded from).",
+)
+@click.option(
+    "--classifier",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A factor classifier (.safetensors): record how confidently factors read on generated faces.",
+)
+@click.option("--samples", type=click.IntRange(min=1), default=1000, show_default=True)
+def export_cmd(run_dir: Path, outdir: Path | None, classifier: Path | None, samples: int) -> None:
+    """Export G_ema of a training run as avatars-sg2.safetensors + .json (loads as builtin:avatars-sg2)."""
+    from sfvq.avatars import WEIGHTS_DIR
+    from sfvq.avatars.classifier import ClassifierError
+    from sfvq.avatars.train import TrainingError, export_generator
+    from sfvq.io import write_options
+
+    out = outdir or WEIGHTS_DIR
+    try:
+        path, meta = export_generator(run_dir, out, classifier=classifier, quality_samples=samples)
+    except TrainingError as e:
+        raise click.BadParameter(str(e), param_hint="'--run'") from e
+    except ClassifierError as e:
+        raise click.BadParameter(str(e), param_hint="'--classifier'") from e
+    write_options(
+        out,
+        "avatars export",
+        {
+            "run": str(run_dir),
+            "outdir": str(out),
+            "classifier": classifier and str(classifier),
+            "samples": samples,
+        },
+    )
+    click.echo(
+        f"exported G_ema after {meta['training']['kimg']:.1f} kimg "
+        f"({meta['bytes'] / 2**20:.2f} MiB) -> {path}"
+    )
+    for k, v in meta.get("quality", {}).get("factors", {}).items():
+        click.echo(
+            f"  {k:<16} generated confidence {v['generated_confidence']:.3f}  real {v['real_confidence']}"
+        )
