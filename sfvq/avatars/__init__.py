@@ -21,9 +21,8 @@ GENERATOR_FILE = "avatars-sg2.safetensors"
 CLASSIFIER_FILE = "avatars-classifier.safetensors"
 EXPORT_FORMAT = "sfvq-avatars-sg2-v1"
 TRAIN_COMMAND = (
-    "sfvq avatars build-dataset --outdir runs/avatars-data && "
-    "sfvq avatars train --data runs/avatars-data --outdir runs/avatars-train && "
-    "sfvq avatars export --run runs/avatars-train --outdir sfvq/avatars/weights"
+    "sfvq avatars build-dataset && sfvq avatars train --threads 1 && sfvq avatars train-classifier && "
+    "sfvq avatars export --classifier runs/avatars-classifier/avatars-classifier.safetensors"
 )
 
 __all__ = [

@@ -29,6 +29,7 @@ __all__ = [
     "FactorClassifier",
     "evaluate",
     "factor_confidence",
+    "factor_shares",
     "load_avatars_classifier",
     "load_classifier",
     "save_classifier",
@@ -132,6 +133,11 @@ def factor_confidence(model: FactorClassifier, images: torch.Tensor) -> dict[str
     return {k: float(p.max(dim=1).values.mean()) for k, p in model.predict_proba(images).items()}
 
 
+def factor_shares(model: FactorClassifier, images: torch.Tensor) -> dict[str, list[float]]:
+    """Mean predicted probability of each value per factor: the share of each value in these images."""
+    return {k: p.mean(dim=0).tolist() for k, p in model.predict_proba(images).items()}
+
+
 def split_indices(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded (train, held-out) index split; the held-out part is round(n * holdout), at least 1."""
     if not 0 < holdout < 1:
@@ -211,6 +217,10 @@ def train_classifier(
     held = evaluate(model, images[test_idx], {k: np.asarray(codes[k])[test_idx] for k in vocab})
     report = {
         "heldout": held,
+        "frequencies": {
+            k: (np.bincount(np.asarray(codes[k]), minlength=len(vocab[k])) / len(images)).round(5).tolist()
+            for k in vocab
+        },
         "mean_heldout_accuracy": float(np.mean([v["accuracy"] for v in held.values()])),
         "train_images": int(len(train_idx)),
         "heldout_images": int(len(test_idx)),
@@ -277,7 +287,7 @@ def load_avatars_classifier(device: str | torch.device = "cpu") -> FactorClassif
     path = WEIGHTS_DIR / CLASSIFIER_FILE
     if not path.is_file():
         raise ClassifierError(
-            f"no factor classifier at {path}; train it with: sfvq avatars train-classifier "
-            "--data runs/avatars-data --outdir sfvq/avatars/weights"
+            f"no factor classifier at {path}; train and ship it with: sfvq avatars train-classifier && "
+            "sfvq avatars export --classifier runs/avatars-classifier/avatars-classifier.safetensors"
         )
     return load_classifier(path, device)

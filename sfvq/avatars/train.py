@@ -898,9 +898,10 @@ def export_generator(
 
 
 def _quality(G_ema: StyleGAN2Generator, classifier: str | Path, n: int) -> dict[str, Any]:
-    """Per factor: mean confidence of the classifier on ``n`` G_ema samples (seeds 0..n-1 of one stream)
-    next to its held-out accuracy and confidence on renders."""
-    from sfvq.avatars.classifier import factor_confidence, load_classifier
+    """Per factor: the classifier's mean confidence on ``n`` G_ema samples next to its held-out accuracy
+    and confidence on renders, and the total-variation distance between the predicted value shares on
+    the samples and the value frequencies of the renders (0: the generator's mix matches the data)."""
+    from sfvq.avatars.classifier import factor_confidence, factor_shares, load_classifier
 
     clf = load_classifier(classifier)
     side = json.loads(Path(classifier).with_suffix(".json").read_text(encoding="utf-8"))
@@ -908,7 +909,15 @@ def _quality(G_ema: StyleGAN2Generator, classifier: str | Path, n: int) -> dict[
     with torch.no_grad():
         images = torch.cat([G_ema(z[i : i + 250], noise_mode="const") for i in range(0, n, 250)])
     generated = factor_confidence(clf, images)
+    shares = factor_shares(clf, images)
     held = side.get("report", {}).get("heldout", {})
+    freqs = side.get("report", {}).get("frequencies", {})
+
+    def tv(k: str) -> float | None:
+        if k not in freqs or len(freqs[k]) != len(shares[k]):
+            return None
+        return round(0.5 * float(np.abs(np.asarray(shares[k]) - np.asarray(freqs[k])).sum()), 4)
+
     return {
         "classifier": str(classifier),
         "samples": n,
@@ -917,6 +926,7 @@ def _quality(G_ema: StyleGAN2Generator, classifier: str | Path, n: int) -> dict[
                 "generated_confidence": round(v, 4),
                 "real_confidence": held.get(k, {}).get("confidence"),
                 "real_accuracy": held.get(k, {}).get("accuracy"),
+                "share_tv_distance": tv(k),
             }
             for k, v in generated.items()
         },

@@ -273,6 +273,20 @@ def train_classifier_cmd(
     )
 
 
+def _copy_classifier(path: Path, outdir: Path) -> None:
+    """Copy a classifier's weights and JSON into ``outdir`` under the shipped names (atomically)."""
+    import shutil
+
+    from sfvq.atomic import atomic_path
+    from sfvq.avatars import CLASSIFIER_FILE
+
+    target = outdir / CLASSIFIER_FILE
+    for src, dst in ((path, target), (path.with_suffix(".json"), target.with_suffix(".json"))):
+        if src.resolve() != dst.resolve():
+            with atomic_path(dst) as tmp:
+                shutil.copyfile(src, tmp)
+
+
 @avatars.command("export")
 @click.option(
     "--run",
@@ -296,7 +310,9 @@ def train_classifier_cmd(
 )
 @click.option("--samples", type=click.IntRange(min=1), default=1000, show_default=True)
 def export_cmd(run_dir: Path, outdir: Path | None, classifier: Path | None, samples: int) -> None:
-    """Export G_ema of a training run as avatars-sg2.safetensors + .json (loads as builtin:avatars-sg2)."""
+    """Export G_ema of a training run as avatars-sg2.safetensors + .json (loads as builtin:avatars-sg2).
+
+    With --classifier, the classifier's two files are copied beside it (shipped with the generator)."""
     from sfvq.avatars import WEIGHTS_DIR
     from sfvq.avatars.classifier import ClassifierError
     from sfvq.avatars.train import TrainingError, export_generator
@@ -309,6 +325,8 @@ def export_cmd(run_dir: Path, outdir: Path | None, classifier: Path | None, samp
         raise click.BadParameter(str(e), param_hint="'--run'") from e
     except ClassifierError as e:
         raise click.BadParameter(str(e), param_hint="'--classifier'") from e
+    if classifier is not None:
+        _copy_classifier(classifier, Path(out))
     write_options(
         out,
         "avatars export",
@@ -323,7 +341,16 @@ def export_cmd(run_dir: Path, outdir: Path | None, classifier: Path | None, samp
         f"exported G_ema after {meta['training']['kimg']:.1f} kimg "
         f"({meta['bytes'] / 2**20:.2f} MiB) -> {path}"
     )
-    for k, v in meta.get("quality", {}).get("factors", {}).items():
+    quality = meta.get("quality", {}).get("factors", {})
+    if quality:
+        head = ("factor", "conf. generated", "conf. real", "acc. real", "share TV")
+        click.echo(f"{head[0]:<16} {head[1]:>15} {head[2]:>10} {head[3]:>9} {head[4]:>8}")
+
+    def num(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    for k, v in quality.items():
         click.echo(
-            f"  {k:<16} generated confidence {v['generated_confidence']:.3f}  real {v['real_confidence']}"
+            f"{k:<16} {num(v['generated_confidence']):>15} {num(v['real_confidence']):>10} "
+            f"{num(v['real_accuracy']):>9} {num(v['share_tv_distance']):>8}"
         )

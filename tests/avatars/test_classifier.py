@@ -55,6 +55,8 @@ def test_learns_a_simple_world_and_reports_per_factor_accuracy() -> None:
         assert 0 < row["majority"] <= 1 and row["confidence"] > 0.5
     assert report["last_loss"] < report["first_loss"]
     assert report["train_images"] + report["heldout_images"] == 96
+    want = np.bincount(codes["top"], minlength=2) / 96
+    assert report["frequencies"]["top"] == pytest.approx(want, abs=1e-4)
 
 
 def test_trains_a_few_steps_on_renders(faces: Path) -> None:

@@ -265,6 +265,22 @@ def test_cli_train_and_export(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["avatars", "export", "--run", str(run), "--outdir", str(out)])
     assert res.exit_code == 0, res.output
     assert (out / GENERATOR_FILE).is_file() and (out / "options.json").is_file()
+    assert "quality" not in json.loads((out / GENERATOR_FILE).with_suffix(".json").read_text())
+    clf = tmp_path / "clf"
+    args = ["avatars", "train-classifier", "--data", data, "--outdir", clf, "--resolution", "16"]
+    res = CliRunner().invoke(main, [str(a) for a in [*args, "--max-steps", "2", "--batch", "4", "--quiet"]])
+    assert res.exit_code == 0, res.output
+    clf_file = clf / "avatars-classifier.safetensors"
+    args = ["avatars", "export", "--run", run, "--outdir", out, "--classifier", clf_file, "--samples", "8"]
+    res = CliRunner().invoke(main, [str(a) for a in args])
+    assert res.exit_code == 0, res.output
+    assert "share TV" in res.output
+    assert (out / "avatars-classifier.safetensors").read_bytes() == clf_file.read_bytes()
+    assert (out / "avatars-classifier.json").is_file()
+    quality = json.loads((out / GENERATOR_FILE).with_suffix(".json").read_text())["quality"]
+    assert quality["samples"] == 8 and set(quality["factors"]) >= {"smile", "background"}
+    for row in quality["factors"].values():
+        assert 0 < row["generated_confidence"] <= 1 and 0 <= row["share_tv_distance"] <= 1
     bad_args = ["avatars", "train", "--data", str(tmp_path / "nope"), "--outdir", str(run)]
     bad = CliRunner().invoke(main, bad_args)
     assert bad.exit_code == 2 and "--data" in bad.output
