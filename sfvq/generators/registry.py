@@ -44,9 +44,22 @@ def _faces_dcgan_weights() -> Path:
     return faces_dcgan_weights_path()
 
 
+def _load_avatars_sg2(device: str | torch.device | None) -> Generator:
+    from sfvq.avatars import load_avatars_sg2
+
+    return load_avatars_sg2(device=device)
+
+
+def _avatars_sg2_weights() -> Path:
+    from sfvq.avatars import avatars_sg2_weights_path
+
+    return avatars_sg2_weights_path()
+
+
 # name -> (factory(device), path of its weights file)
 _BUILTINS: dict[str, tuple[Callable[[str | torch.device | None], Generator], Callable[[], Path]]] = {
     "builtin:faces-dcgan": (_load_faces_dcgan, _faces_dcgan_weights),
+    "builtin:avatars-sg2": (_load_avatars_sg2, _avatars_sg2_weights),
 }
 
 
