@@ -94,7 +94,7 @@ def test_sample_bad_options(tmp_path: Path, args: list[str], fragments: list[str
     [
         ("missing/dir/net.pkl", "no such file or directory"),
         ("https://example.com/net.pkl", "never downloads"),
-        ("builtin:nope", "known: builtin:faces-dcgan"),
+        ("builtin:nope", "known: builtin:avatars-sg2, builtin:faces-dcgan"),
     ],
 )
 def test_bad_network(tmp_path: Path, network: str, fragment: str) -> None:
