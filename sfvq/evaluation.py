@@ -577,14 +577,27 @@ def summarise(result: EvalResult) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- reporting
-def _f(v: float, spec: str = ".3g") -> str:
-    return "-" if v is None or not np.isfinite(v) else format(v, spec)
+def _ok(v: Any) -> bool:
+    """A finite number (results read back from JSON hold the string "nan" where NaN was)."""
+    return isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+
+def _f(v: float | None, spec: str = ".3g") -> str:
+    return format(v, spec) if _ok(v) else "-"
 
 
 def _ci(v: float, ci: Sequence[float], spec: str = ".3g", missing: str = "-") -> str:
-    if v is None or not np.isfinite(v):
+    if not _ok(v):
         return missing
     return f"{_f(v, spec)} [{_f(ci[0], spec)}, {_f(ci[1], spec)}]"
+
+
+def _share(row: dict[str, Any]) -> str:
+    """A note when the matched change is reached in fewer than 95 % of the bootstrap resamples."""
+    r = row.get("reached")
+    if not _ok(r) or not _ok(row["step"]) or r >= 0.95:
+        return ""
+    return f" ({100 * r:.0f} % of resamples reach it)"
 
 
 def markdown_table(summary: dict[str, Any]) -> str:
@@ -604,16 +617,15 @@ def markdown_table(summary: dict[str, Any]) -> str:
             if r["attribute"] != a:
                 continue
             others = (
-                ", ".join(f"{b} {_f(v, '+.2g')}" for b, v in r["other"].items())
-                if np.isfinite(r["step"])
-                else "-"
+                ", ".join(f"{b} {_f(v, '+.2g')}" for b, v in r["other"].items()) if _ok(r["step"]) else "-"
             )
             lines.append(
                 f"| {r['method']} | {'-' if r['sign'] < 0 else '+'}{r['direction']} ({r['space']}) "
-                f"| {_ci(r['slope'], r['slope_ci'])} | {_ci(r['step'], r['step_ci'], missing='not reached')} "
+                f"| {_ci(r['slope'], r['slope_ci'])} "
+                f"| {_ci(r['step'], r['step_ci'], missing='not reached')}{_share(r)} "
                 f"| {_ci(r['identity'], r['identity_ci'])} | {_ci(r['ssim'], r['ssim_ci'])} | {others} "
                 f"| {_ci(r['entanglement'], r['entanglement_ci'], '.2f')} "
-                f"| {_f(100 * r['detected'], '.0f') + ' %' if np.isfinite(r['detected']) else '-'} |"
+                f"| {_f(100 * r['detected'], '.0f') + ' %' if _ok(r['detected']) else '-'} |"
             )
         lines.append("")
     return "\n".join(lines)

@@ -1,6 +1,7 @@
 """The re-scoring benchmark's maths, end to end on a generator whose images are linear in z and a fake
 scorer that reads the colour channels, so every number has a value computed by hand."""
 
+import json
 import math
 
 import numpy as np
@@ -24,6 +25,7 @@ from sfvq.evaluation import (
     score_images,
     summarise,
 )
+from sfvq.io import to_json_text
 from sfvq.spaces import LatentSpace
 
 
@@ -145,6 +147,11 @@ def test_reports_figures_and_plot(result, tmp_path):
     assert res.methods["pure"].images["r"].shape == (2, 4, 3, 8, 8)
     # Step 0 of every kept row is the unedited image.
     np.testing.assert_allclose(res.methods["pure"].images["r"][:, 0], res.methods["mixed"].images["b"][:, 0])
+    # The table can be rebuilt from results.json (NaN is stored as "nan" there).
+    back = json.loads(to_json_text(summary))
+    assert markdown_table(back) == text
+    back["rows"][0]["reached"] = 0.6
+    assert "(60 % of resamples reach it)" in markdown_table(back)
     path = curves_plot(res, summary, tmp_path / "c.png")
     assert path.stat().st_size > 1000
 
