@@ -597,7 +597,7 @@ def _share(row: dict[str, Any]) -> str:
     r = row.get("reached")
     if not _ok(r) or not _ok(row["step"]) or r >= 0.95:
         return ""
-    return f" ({100 * r:.0f} % of resamples reach it)"
+    return f" ({math.floor(100 * r)} % of resamples reach it)"
 
 
 def markdown_table(summary: dict[str, Any]) -> str:
