@@ -35,7 +35,8 @@ class PCA:
 
 def pca(X: torch.Tensor | np.ndarray, k: int, *, seed: int = 0) -> PCA:
     """The top ``k`` principal components of X (N, D) (exact SVD when small, else a randomised SVD with a
-    fixed seed and 6 power iterations, accurate for the top components). Signs are fixed so that each component's largest-magnitude entry is positive."""
+    fixed seed and 6 power iterations, accurate for the top components). Signs are fixed so that each
+    component's largest-magnitude entry is positive."""
     x = torch.as_tensor(np.asarray(X) if not isinstance(X, torch.Tensor) else X).to(torch.float64)
     if x.ndim != 2:
         raise ValueError(f"expected samples of shape (N, D), got {tuple(x.shape)}")

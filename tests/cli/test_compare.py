@@ -195,3 +195,39 @@ def test_dcgan_sfvq_method_fits_a_feature_space_curve(tmp_path):
     assert stds == sorted(stds, reverse=True)
     full = md.space.encode_seeds([0])
     assert torch.equal(md.space.edit(full, md.directions[0].vector, 0.0), full)
+
+
+def test_evaluate_says_what_to_install_when_a_scorer_is_missing(tmp_path, monkeypatch):
+    import sfvq.scorers as scorers
+    from sfvq.scorers import ScorerUnavailable
+
+    def missing(*args, **kwargs):
+        raise ScorerUnavailable("the identity scorer needs dlib: pip install 'sfvq[scorers]'")
+
+    monkeypatch.setattr(scorers, "IdentityScorer", missing)
+    res = invoke("evaluate", "--network", "builtin:faces-dcgan", "--outdir", tmp_path / "o")
+    assert res.exit_code == 2 and "needs the face scorers" in res.output and "sfvq[scorers]" in res.output
+
+
+@pytest.mark.slow
+def test_evaluate_with_the_real_face_scorers(tmp_path):
+    """The real scorers (dlib, face-api in Node) through the whole command, on a handful of images."""
+    from sfvq.scorers import AttributeScorer, IdentityScorer, ScorerUnavailable
+
+    try:
+        IdentityScorer()
+        AttributeScorer().close()
+    except ScorerUnavailable as e:
+        pytest.skip(str(e))
+    out = tmp_path / "ev"
+    res = invoke("evaluate", "--network", "builtin:faces-dcgan", "--methods", "sefa,ganspace-latent",
+                 "--k", 2, "--n", 3, "--screen-n", 2, "--steps", "1.5", "--bootstrap", 5,
+                 "--n-samples", 200, "--outdir", out)  # fmt: skip
+    assert res.exit_code == 0, res.output
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["rows"]) == 8
+    for r in results["rows"]:
+        assert isinstance(r["slope"], float) and isinstance(r["detected"], float)
+        if isinstance(r["identity"], float):
+            assert 0 <= r["identity"] < 2 and 0 < r["ssim"] <= 1
+    assert 10 < results["attribute_mean"]["age"] < 80 and 0 <= results["attribute_mean"]["gender"] <= 1
