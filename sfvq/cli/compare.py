@@ -208,6 +208,12 @@ def _png_data_uri(image: Any) -> str:
 @click.option(
     "--units", type=UNITS, default="std", show_default=True, help="std: sigma times the data's std."
 )
+@click.option(
+    "--add-to-run",
+    is_flag=True,
+    help="With --model: save the baselines' directions that live in the run's space into the run, "
+    "named METHOD-NAME, for `sfvq edit --direction`.",
+)
 def compare(
     network: str | None,
     model_path: Path | None,
@@ -225,6 +231,7 @@ def compare(
     seeds: list[int],
     sigma: list[float],
     units: str,
+    add_to_run: bool,
 ) -> None:
     """Edit grids of each method's top-k directions at the same seeds, sigmas and layer range:
     OUTDIR/<method>.png (rows = directions, columns = seed x sigma) and OUTDIR/index.html."""
@@ -240,6 +247,10 @@ def compare(
     console = Console(stderr=True)
     names = _methods(methods)
     saved_dirs = _saved(saved, names)
+    if add_to_run and model_path is None:
+        raise click.BadParameter(
+            "needs --model RUN (the run to add the directions to)", param_hint="'--add-to-run'"
+        )
     outdir.mkdir(parents=True, exist_ok=True)
     G, net, mds = build_methods(
         names, network=network, model_path=model_path, k=k, n_samples=n_samples, seed=seed, bits=bits,
@@ -300,6 +311,43 @@ def compare(
         },
     )  # fmt: skip
     click.echo(f"wrote {', '.join(p.name for p in files.values())}, index.html and directions/ to {outdir}")
+    if add_to_run:
+        run_dir = Path(model_path) if Path(model_path).is_dir() else Path(model_path).parent
+        add_baselines_to_run(run_dir, mds, G.num_ws)
+
+
+def add_baselines_to_run(run_dir: Path, mds: list[Any], num_ws: int) -> list[str]:
+    """Save the non-sfvq methods' directions that live in the run's space (same W or z space, same dim)
+    into ``run_dir/directions.*`` as ``METHOD-NAME`` (replacing earlier ones of those names). Feature-space
+    sets are skipped unless they use the run's own PCA. Returns the names saved."""
+    from sfvq.directions import RUN_DIRECTIONS, Direction, DirectionSet, load_run_directions
+
+    run_space = next(md.space for md in mds if md.method == "sfvq")
+    saved = load_run_directions(run_dir) or DirectionSet(dim=run_space.dim, meta={"num_ws": num_ws})
+    added = []
+    for md in mds:
+        if md.method == "sfvq":
+            continue
+        same = md.space is run_space or (
+            md.space.kind in ("w", "z") and md.space.kind == run_space.kind and md.space.dim == run_space.dim
+        )
+        if not same:
+            click.echo(
+                f"{md.method}: not added to the run (space {md.space.name}, the run's is {run_space.name})"
+            )
+            continue
+        for d in md.directions:
+            name = f"{md.method}-{d.name}"
+            source = {**d.source, "method": md.method, "direction": d.name}
+            saved.add(
+                Direction(name, d.vector, source, d.layer_start, d.layer_stop, d.length, d.std, 1),
+                overwrite=True,
+            )
+            added.append(name)
+    if added:
+        path = saved.save(run_dir / RUN_DIRECTIONS)
+        click.echo(f"added {len(added)} directions to {path}: {', '.join(added)}")
+    return added
 
 
 # ---------------------------------------------------------------------------------------------- evaluate

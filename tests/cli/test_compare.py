@@ -14,6 +14,7 @@ from sfvq_runs import make_run, sg2_pickle
 import sfvq.cli.compare as compare_cli
 from sfvq.baselines import load_method
 from sfvq.cli import main
+from sfvq.directions import DirectionSet
 from sfvq.evaluation import Scorers
 from sfvq.generators.registry import load_generator
 
@@ -72,7 +73,7 @@ def test_compare_on_stylegan_keeps_the_layer_range(shared_dir, tmp_path):
     out = tmp_path / "out"
     res = invoke("compare", "--model", tmp_path / "run", "--methods", "sfvq,sefa,ganspace,latentclr",
                  "--layers", "2-4", "--k", 2, "--latentclr-steps", 2, "--seeds", "0", "--sigma", "-1,0,1",
-                 "--n-samples", 300, "--outdir", out)  # fmt: skip
+                 "--n-samples", 300, "--add-to-run", "--outdir", out)  # fmt: skip
     assert res.exit_code == 0, res.output
     G = load_generator(str(pkl))
     for m in ("sfvq", "sefa", "ganspace", "latentclr"):
@@ -88,6 +89,15 @@ def test_compare_on_stylegan_keeps_the_layer_range(shared_dir, tmp_path):
     assert all(d.name.startswith("4:") for d in sfvq)  # segments of the run's 4-bit curve
     assert "layers 2-4 of 0-7" in (out / "index.html").read_text()
     assert json.loads((out / "options.json").read_text())["options"]["layers"] == [2, 5]
+    # --add-to-run: the baselines (all in the run's W) are saved in the run, usable by sfvq edit.
+    saved = DirectionSet.load(tmp_path / "run" / "directions")
+    assert saved.names == ["sefa-sefa0", "sefa-sefa1", "ganspace-pc0", "ganspace-pc1", "latentclr-clr0",
+                           "latentclr-clr1"]  # fmt: skip
+    assert torch.equal(saved["sefa-sefa1"].vector, sefa[1].vector) and saved["sefa-sefa1"].layers == (2, 5)
+    res = invoke("edit", "--model", tmp_path / "run", "--direction", "sefa-sefa0", "--sigma", "-1,0,1",
+                 "--units", "std", "--seeds", "0", "--outdir", tmp_path / "edit")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "layers 2-4 of 0-7" in res.output
 
 
 @pytest.mark.parametrize(
@@ -99,6 +109,7 @@ def test_compare_on_stylegan_keeps_the_layer_range(shared_dir, tmp_path):
         (["--network", "builtin:faces-dcgan", "--methods", "sefa", "--directions", "sfvq=x"], "--directions"),
         (["--network", "builtin:faces-dcgan", "--methods", "sefa", "--model", "nowhere"], "--model"),
         (["--methods", "sefa"], "--network"),
+        (["--network", "builtin:faces-dcgan", "--methods", "sefa", "--add-to-run"], "--add-to-run"),
         (["--network", "builtin:nope", "--methods", "sefa"], "--network"),
     ],
 )
