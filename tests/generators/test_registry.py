@@ -90,7 +90,8 @@ def test_directory_that_is_not_a_generator(tmp_path: Path) -> None:
 
 def test_unknown_builtin_lists_known() -> None:
     with pytest.raises(
-        GeneratorError, match="unknown built-in generator 'builtin:ffhq'; known: builtin:avatars-sg2, builtin:faces-dcgan"
+        GeneratorError,
+        match="unknown built-in generator 'builtin:ffhq'; known: builtin:avatars-sg2, builtin:faces-dcgan",
     ):
         load_generator("builtin:ffhq")
 
