@@ -26,6 +26,7 @@ import torch
 from sfvq.generators.base import Generator
 from sfvq.io import atomic_path, write_json
 from sfvq.latents import class_vectors, sample_latents, z_for_seeds
+from sfvq.pca import pca
 
 KINDS = ("w", "z", "features")
 SPACE_FILE = "space.json"
@@ -187,34 +188,15 @@ class LatentSpace:
     def fit_pca(self, feats: torch.Tensor, variance: float = 0.95, max_components: int = 300) -> None:
         """PCA of flattened features (n, F): keep the fewest components holding ``variance`` of the
         total, at most ``max_components`` (randomised SVD; exact when F or n is small)."""
-        n, F = feats.shape
         if not 0 < variance <= 1:
             raise ValueError(f"pca variance share must lie in (0, 1], got {variance}")
-        mean = feats.mean(0)  # (F,)
-        xc = feats - mean
-        total = float(xc.pow(2).sum()) / max(n - 1, 1)
-        q = min(max_components + 20, n, F)
-        gen_state = torch.random.get_rng_state()
-        torch.manual_seed(0)  # svd_lowrank draws a random test matrix: keep the PCA reproducible
-        try:
-            if q >= min(n, F) or min(n, F) <= 2048:
-                _, s, vt = torch.linalg.svd(xc, full_matrices=False)
-                v = vt.T
-            else:
-                _, s, v = torch.svd_lowrank(xc, q=q, niter=2)
-        finally:
-            torch.random.set_rng_state(gen_state)
-        var = s.double() ** 2 / max(n - 1, 1)  # (q,)
-        share = var.cumsum(0) / total if total > 0 else torch.ones_like(var)
-        k = int((share < variance).sum()) + 1
-        k = max(1, min(k, max_components, v.shape[1]))
-        comps = v[:, :k].T.contiguous()  # (k, F)
-        # Fix each component's sign (largest |entry| positive) so a refit gives the same axes.
-        sign = torch.sign(comps.gather(1, comps.abs().argmax(1, keepdim=True)))
-        self.pca_components = comps * sign
-        self.pca_mean = mean
+        p = pca(feats, max_components, niter=2)
+        share = p.explained.double().cumsum(0)  # (k,) variance held by the first j+1 components
+        k = min(int((share < variance).sum()) + 1, share.numel())
+        self.pca_components = p.components[:k]  # (k, F)
+        self.pca_mean = p.mean
         self.pca_explained = float(share[k - 1].clamp(max=1.0))
-        self.dim, self.full_dim = k, F
+        self.dim, self.full_dim = k, feats.shape[1]
 
     def reduce(self, feats: torch.Tensor) -> torch.Tensor:
         """Flattened features (n, F) -> PCA coordinates (n, k)."""
