@@ -6,23 +6,19 @@ back as NHWC uint8 numpy arrays. Every file is written atomically (see :mod:`sfv
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from sfvq import curve
 from sfvq.generators.base import to_uint8
-from sfvq.io import atomic_open, atomic_path
+from sfvq.io import FLAG_COLOUR, atomic_open, atomic_path, labelled_grid
 from sfvq.progress import track
 from sfvq.spaces import LatentSpace, check_finite
-
-FLAG_COLOUR = (220, 20, 20)
-TEXT_COLOUR = (0, 0, 0)
 
 
 def _render(
@@ -56,76 +52,16 @@ def render_vectors(
     )
 
 
-def corner_grid(
-    images: np.ndarray,
-    labels: Sequence[str],
-    *,
-    cols: int | None = None,
-    flagged: Collection[int] = (),
-    pad: int = 3,
-    min_cell: int = 0,
-) -> Image.Image:
-    """Tile NHWC uint8 images in order with a label under each; ``flagged`` cells get a red frame and label.
-
-    Args:
-        images: (N, H, W, C) uint8, C in {1, 3}.
-        labels: N strings (e.g. the corner index).
-        cols: images per row (default: ceil(sqrt(N))); ``cols=N`` gives a strip.
-        flagged: indices drawn with a red border and red label (corners in empty regions).
-        min_cell: upscale each image by an integer factor until it is at least this many pixels wide.
-    """
-    images = np.asarray(images)
-    if images.ndim != 4 or images.dtype != np.uint8 or images.shape[3] not in (1, 3):
-        raise ValueError(f"expected (N, H, W, 1|3) uint8 images, got {images.shape} {images.dtype}")
-    N, H, W, C = images.shape
-    if N == 0:
-        raise ValueError("no images to tile")
-    if len(labels) != N:
-        raise ValueError(f"got {len(labels)} labels for {N} images")
-    bad = [i for i in flagged if not 0 <= i < N]
-    if bad:
-        raise ValueError(f"flagged indices {bad} are outside 0..{N - 1}")
-    cols = cols or math.ceil(math.sqrt(N))
-    if cols < 1:
-        raise ValueError(f"cols must be >= 1, got {cols}")
-    scale = max(1, -(-min_cell // W)) if min_cell else 1
-    H, W = H * scale, W * scale
-    rows = math.ceil(N / cols)
-    font = ImageFont.load_default()
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    text_w = max(probe.textbbox((0, 0), str(t), font=font)[2] for t in labels)
-    text_h = max(probe.textbbox((0, 0), str(t) or " ", font=font)[3] for t in labels) + 3
-    border = 2
-    cell_w = max(W, text_w + 2) + 2 * border
-    cell_h = H + 2 * border + text_h
-    grid = Image.new("RGB", (cols * cell_w + (cols + 1) * pad, rows * cell_h + (rows + 1) * pad), "white")
-    draw = ImageDraw.Draw(grid)
-    flagged = set(flagged)
-    for i in range(N):
-        r, c = divmod(i, cols)
-        x0 = pad + c * (cell_w + pad)
-        y0 = pad + r * (cell_h + pad)
-        tile = Image.fromarray(images[i] if C == 3 else np.repeat(images[i], 3, axis=2))  # (H, W, 3)
-        if scale > 1:
-            tile = tile.resize((W, H), Image.NEAREST)
-        ix = x0 + (cell_w - W) // 2
-        colour = FLAG_COLOUR if i in flagged else TEXT_COLOUR
-        if i in flagged:
-            draw.rectangle([ix - border, y0, ix + W + border - 1, y0 + H + 2 * border - 1], fill=FLAG_COLOUR)
-        grid.paste(tile, (ix, y0 + border))
-        tw = draw.textbbox((0, 0), str(labels[i]), font=font)[2]
-        draw.text((x0 + (cell_w - tw) // 2, y0 + H + 2 * border + 1), str(labels[i]), fill=colour, font=font)
-    return grid
 
 
 def panoptic_map(images: np.ndarray, flagged: Collection[int] = (), cols: int | None = None) -> Image.Image:
     """The panoptic map of a curve: corner images (K, H, W, C) in curve order, index under each."""
-    return corner_grid(images, [str(i) for i in range(len(images))], cols=cols, flagged=flagged)
+    return labelled_grid(images, [str(i) for i in range(len(images))], cols, pad=3, flagged=flagged)
 
 
 def strip(images: np.ndarray, flagged: Collection[int] = ()) -> Image.Image:
     """All corner images (K, H, W, C) in one row, index under each (flagged corners in red)."""
-    return corner_grid(images, [str(i) for i in range(len(images))], cols=len(images), flagged=flagged)
+    return labelled_grid(images, [str(i) for i in range(len(images))], len(images), pad=3, flagged=flagged)
 
 
 def walk_points(codebook: torch.Tensor, frames: int) -> torch.Tensor:
@@ -231,11 +167,11 @@ def edit_grid(images: np.ndarray, seeds: Sequence[int], sigmas: Sequence[float])
     if len(images) != len(seeds) * len(sigmas):
         raise ValueError(f"got {len(images)} images for {len(seeds)} seeds x {len(sigmas)} sigmas")
     labels = [f"seed {s}, {sig:+g}" for s in seeds for sig in sigmas]
-    return corner_grid(images, labels, cols=len(sigmas))
+    return labelled_grid(images, labels, len(sigmas), pad=3)
 
 
 __all__ = [
-    "corner_grid",
+    "FLAG_COLOUR",
     "edit_grid",
     "edit_images",
     "panoptic_map",

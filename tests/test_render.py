@@ -5,9 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
+from sfvq.io import labelled_grid
 from sfvq.render import (
     FLAG_COLOUR,
-    corner_grid,
     edit_grid,
     edit_images,
     panoptic_map,
@@ -55,11 +55,11 @@ def test_panoptic_map_and_strip_layout_and_flags():
 def test_corner_grid_rejects_bad_input():
     tiles = _tiles(3)
     with pytest.raises(ValueError, match="labels"):
-        corner_grid(tiles, ["a"])
+        labelled_grid(tiles, ["a"])
     with pytest.raises(ValueError, match="outside 0..2"):
-        corner_grid(tiles, ["a", "b", "c"], flagged=[3])
+        labelled_grid(tiles, ["a", "b", "c"], flagged=[3])
     with pytest.raises(ValueError, match="uint8"):
-        corner_grid(tiles.astype(np.float32), ["a", "b", "c"])
+        labelled_grid(tiles.astype(np.float32), ["a", "b", "c"])
 
 
 def test_walk_points_are_evenly_spaced_along_the_curve():

@@ -51,3 +51,26 @@ def make_run(
     space.save(run_dir)
     save_npy_with_sidecar(run_dir / "latents.npy", X, {"space": space.describe(), "seed": seed})
     return model, space, X
+
+
+def sg2_test_run(shared_dir: Path, tmp_path_factory: Any) -> tuple[Path, Any, Any, np.ndarray]:
+    """A tiny run in W of the sg2ada_uncond fixture: (run dir, model, space, latents)."""
+    base = tmp_path_factory.mktemp("sg2")
+    model, space, X = make_run(base / "run", str(sg2_pickle(shared_dir, base)), "w")
+    return base / "run", model, space, X
+
+
+def dcgan_test_run(tmp_path_factory: Any) -> tuple[Path, Any, Any, np.ndarray]:
+    """A tiny run in the built-in DCGAN's feature space: (run dir, model, space, latents)."""
+    base = tmp_path_factory.mktemp("dcgan")
+    model, space, X = make_run(base / "run", "builtin:faces-dcgan", "features", n=300)
+    return base / "run", model, space, X
+
+
+def invoke(*args: Any) -> Any:
+    """Run the sfvq CLI in-process with stringified arguments."""
+    from click.testing import CliRunner
+
+    from sfvq.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])

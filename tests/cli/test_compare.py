@@ -7,20 +7,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from click.testing import CliRunner
 from PIL import Image
-from sfvq_runs import make_run, sg2_pickle
+from sfvq_runs import invoke, make_run, sg2_pickle
 
 import sfvq.cli.compare as compare_cli
 from sfvq.baselines import load_method
-from sfvq.cli import main
 from sfvq.directions import DirectionSet
 from sfvq.evaluation import Scorers
 from sfvq.generators.registry import load_generator
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def _png(path):

@@ -5,30 +5,21 @@ import json
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
-from sfvq_runs import make_run, sg2_pickle
+from sfvq_runs import dcgan_test_run, invoke, sg2_test_run
 
-from sfvq.cli import main
 from sfvq.directions import DirectionSet, load_run_directions, spec_direction
 
 
 @pytest.fixture(scope="module")
 def sg2_run(shared_dir, tmp_path_factory):
-    base = tmp_path_factory.mktemp("sg2")
-    pkl = sg2_pickle(shared_dir, base)
-    model, space, X = make_run(base / "run", str(pkl), "w")
-    return base / "run", model, X
+    run, model, space, X = sg2_test_run(shared_dir, tmp_path_factory)
+    return run, model, X
 
 
 @pytest.fixture(scope="module")
 def dcgan_run(tmp_path_factory):
-    base = tmp_path_factory.mktemp("dcgan")
-    model, space, X = make_run(base / "run", "builtin:faces-dcgan", "features", n=300)
-    return base / "run", model, X
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
+    run, model, space, X = dcgan_test_run(tmp_path_factory)
+    return run, model, X
 
 
 def test_list_as_json_and_table(sg2_run, tmp_path):
