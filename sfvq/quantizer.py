@@ -98,6 +98,32 @@ def _like(out: torch.Tensor, X: ArrayLike) -> ArrayLike:
 FitCallback = Callable[[str, dict[str, Any]], None]
 
 
+class _Adam:
+    """Adam (Kingma & Ba) on one tensor, updated in place with a gradient we computed ourselves.
+
+    The same update as ``torch.optim.Adam`` with its defaults (tested against it); written out because
+    torch's optimizers import ``torch._dynamo`` on their first step, over a second of start-up for every
+    fit in a fresh process.
+    """
+
+    def __init__(self, param: torch.Tensor, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        self.param = param
+        self.b1, self.b2 = betas
+        self.eps = eps
+        self.m = torch.zeros_like(param)  # first moment
+        self.v = torch.zeros_like(param)  # second moment
+        self.t = 0
+
+    def step(self, grad: torch.Tensor, lr: float) -> None:
+        self.t += 1
+        self.m.lerp_(grad, 1 - self.b1)
+        self.v.mul_(self.b2).addcmul_(grad, grad, value=1 - self.b2)
+        bias1 = 1 - self.b1**self.t
+        bias2 = 1 - self.b2**self.t
+        denom = self.v.sqrt().div_(math.sqrt(bias2)).add_(self.eps)  # torch's order of operations
+        self.param.addcdiv_(self.m, denom, value=-lr / bias1)
+
+
 class SFVQ:
     """Space-filling vector quantizer: a curve of ``2**bits`` ordered corners grown by doubling.
 
@@ -257,8 +283,8 @@ class SFVQ:
         B = min(self.batch_size, N)
         steps_per_epoch = math.ceil(N / B)
         total = self.epochs * steps_per_epoch
-        C = codebook.detach().clone().requires_grad_(True)  # (K, D)
-        opt = torch.optim.Adam([C], lr=self.lr)
+        C = codebook.detach().clone()  # (K, D)
+        opt = _Adam(C)
         xx = torch.linalg.vecdot(x, x)  # (N,) squared norms, for the reported loss
         emit("stage_start", {"bits": bits, "epochs": self.epochs, "steps": total})
         losses: list[float] = []
@@ -267,16 +293,14 @@ class SFVQ:
             perm = torch.randperm(N, generator=gen, device=x.device)
             total_loss = torch.zeros((), dtype=torch.float64, device=x.device)
             for idx in torch.split(perm, B):
-                for group in opt.param_groups:
-                    group["lr"] = self._lr_at(step, total)
-                loss, C.grad = self._batch_loss_and_grad(x[idx], C.detach(), gen, xx[idx])
-                opt.step()
+                loss, grad = self._batch_loss_and_grad(x[idx], C, gen, xx[idx])
+                opt.step(grad, self._lr_at(step, total))
                 total_loss += loss.double() * idx.numel()
                 step += 1
                 emit("step", {"bits": bits, "epoch": epoch, "step": step, "loss": loss})
             losses.append(float(total_loss) / N)
             emit("epoch_end", {"bits": bits, "epoch": epoch, "loss": losses[-1]})
-        return C.detach(), losses
+        return C, losses
 
     def _batch_loss_and_grad(
         self, xb: torch.Tensor, C: torch.Tensor, gen: torch.Generator, xx: torch.Tensor | None = None

@@ -254,3 +254,22 @@ def test_closed_form_gradient_matches_autograd(blob, assign):
     ref.backward()
     torch.testing.assert_close(loss, ref.detach(), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(grad, Cg.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_own_adam_matches_torch_adam():
+    from sfvq.quantizer import _Adam
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(6, 4, generator=g)
+    b = a.clone().requires_grad_(True)
+    ours = _Adam(a)
+    ref = torch.optim.Adam([b], lr=0.05)
+    for step in range(20):
+        grad = torch.randn(6, 4, generator=g) * (step + 1)
+        lr = 0.05 if step < 10 else 0.025
+        ours.step(grad, lr)
+        for group in ref.param_groups:
+            group["lr"] = lr
+        b.grad = grad.clone()
+        ref.step()
+    torch.testing.assert_close(a, b.detach(), rtol=1e-6, atol=1e-7)
