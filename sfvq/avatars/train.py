@@ -80,8 +80,9 @@ class TrainingError(RuntimeError):
 class TrainConfig:
     """Everything that defines a training run (saved in checkpoints and in the export).
 
-    Length settings (``kimg``, ``checkpoint_kimg``) may change on resume; every other field must match
-    the checkpoint.
+    Length settings (``kimg``, ``checkpoint_kimg``) and the R1 weight (``r1_gamma``) may change on
+    resume (a change of ``r1_gamma`` is recorded in the checkpoint's history); every other field must
+    match the checkpoint.
     """
 
     resolution: int = 32
@@ -109,6 +110,7 @@ class TrainConfig:
     checkpoint_kimg: float = 10.0
 
     LENGTH_FIELDS = ("kimg", "checkpoint_kimg")
+    RESUME_FIELDS = ("kimg", "checkpoint_kimg", "r1_gamma")  # may differ from the checkpoint's
 
     def __post_init__(self) -> None:
         r = self.resolution
@@ -469,6 +471,7 @@ class Trainer:
         self.nimg = 0
         self.step_count = 0
         self.seconds = 0.0
+        self.history: list[dict[str, Any]] = []  # settings changed on resume: {nimg, field: [old, new]}
 
     # -- random draws (all from self.rng, on the CPU, then moved) ----------------------------
     def _randn(self, *shape: int) -> torch.Tensor:
@@ -581,6 +584,7 @@ class Trainer:
             "nimg": self.nimg,
             "step": self.step_count,
             "seconds": self.seconds,
+            "history": json.dumps(self.history),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -592,10 +596,18 @@ class Trainer:
         diff = [
             f"{k}: checkpoint {theirs.get(k)!r}, now {v!r}"
             for k, v in mine.items()
-            if k not in TrainConfig.LENGTH_FIELDS and theirs.get(k) != v
+            if k not in TrainConfig.RESUME_FIELDS and theirs.get(k) != v
         ]
         if diff:
             raise TrainingError("the checkpoint was trained with other settings: " + "; ".join(diff))
+        history = json.loads(state.get("history") or "[]")
+        changed = {
+            k: [theirs.get(k), v]
+            for k, v in mine.items()
+            if k in TrainConfig.RESUME_FIELDS and k not in TrainConfig.LENGTH_FIELDS and theirs.get(k) != v
+        }
+        if changed:
+            history.append({"nimg": int(state["nimg"]), **changed})
         self.G.load_state_dict(state["G"])
         self.D.load_state_dict(state["D"])
         self.G_ema.load_state_dict(state["G_ema"])
@@ -605,6 +617,7 @@ class Trainer:
         self.nimg = int(state["nimg"])
         self.step_count = int(state["step"])
         self.seconds = float(state["seconds"])
+        self.history = history
 
     def save_checkpoint(self, path: str | Path, extra: Mapping[str, Any] | None = None) -> Path:
         """Write :meth:`state_dict` (+ ``extra``) to ``path`` atomically."""
@@ -872,6 +885,7 @@ def export_generator(
             "device": extra.get("device"),
             "torch": torch.__version__,
             "last": extra.get("last"),
+            "history": json.loads(state.get("history") or "[]"),
         },
         "dataset": extra.get("data", {}),
     }

@@ -171,9 +171,17 @@ def test_resume_takes_the_same_next_steps(tmp_path: Path) -> None:
         for k in want:
             assert torch.equal(want[k], got[k]), f"{name}.{k}"
     assert resumed.nimg == straight.nimg and resumed.step_count == 4
-    other = Trainer(images, TrainConfig(**{**TINY, "r1_gamma": 1.0}))
-    with pytest.raises(TrainingError, match="r1_gamma"):
+    other = Trainer(images, TrainConfig(**{**TINY, "g_lr": 0.01}))
+    with pytest.raises(TrainingError, match="g_lr"):
         other.load_state_dict(load_checkpoint(ckpt))
+    # the R1 weight may change on resume; the change is recorded and survives the next checkpoint
+    softer = Trainer(images, TrainConfig(**{**TINY, "r1_gamma": TINY.get("r1_gamma", 0.01) * 10}))
+    softer.load_state_dict(load_checkpoint(ckpt))
+    assert softer.history == [{"nimg": first.nimg, "r1_gamma": [config.r1_gamma, config.r1_gamma * 10]}]
+    softer.step()
+    again = Trainer(images, softer.config)
+    again.load_state_dict(load_checkpoint(softer.save_checkpoint(tmp_path / "second.pt")))
+    assert again.history == softer.history and again.config.r1_gamma == config.r1_gamma * 10
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(TrainingError, match="not a readable"):
         load_checkpoint(tmp_path / "bad.pt")
