@@ -119,9 +119,15 @@ def load_generator(name_or_path: str | Path, device: str | torch.device | None =
         return _call_adapter("stylegan_pkl", "load_stylegan_pkl", path, device, "StyleGAN network pickle")
     if kind == "torch":
         return _call_adapter("rosinality", "load_rosinality", path, device, "torch checkpoint (rosinality)")
+    if path.suffix == ".safetensors" and path.with_suffix(".json").is_file():
+        # a generator written by ``sfvq avatars export`` (its JSON sidecar says so; checked on load)
+        from sfvq.avatars import load_exported_generator
+
+        return load_exported_generator(path, device=device)
     raise GeneratorError(
         f"{path}: unrecognised generator format: {kind}. Expected a StyleGAN2-ADA/StyleGAN3 .pkl, "
         f"a rosinality .pt checkpoint, a BigGAN directory ({' + '.join(BIGGAN_FILES)}), "
+        f"a .safetensors with the .json sidecar `sfvq avatars export` writes, "
         f"or a built-in name ({', '.join(list_generators())})"
     )
 

@@ -245,6 +245,14 @@ def test_train_run_resumes_and_exports(tmp_path: Path) -> None:
     ema = new_generator(config)
     ema.load_state_dict(state["G_ema"])
     torch.testing.assert_close(ema(z), img)
+    from sfvq.generators.registry import load_generator
+
+    by_path = load_generator(str(weights))  # an export loads by its path like any generator file
+    torch.testing.assert_close(by_path.synthesis(by_path.mapping(z)), img)
+    side["format"] = "something-else"
+    weights.with_suffix(".json").write_text(json.dumps(side))
+    with pytest.raises(GeneratorError, match="format"):
+        load_generator(str(weights))
 
 
 def test_builtin_loader_reports_the_training_command(tmp_path: Path, monkeypatch) -> None:
