@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from sfvq.cli.options import DEVICE
+from sfvq.cli.options import DEVICE, FLOATS
 
 _DEFAULT_DATA = "runs/avatars-data"
 
@@ -354,3 +354,119 @@ def export_cmd(run_dir: Path, outdir: Path | None, classifier: Path | None, samp
             f"{k:<16} {num(v['generated_confidence']):>15} {num(v['real_confidence']):>10} "
             f"{num(v['real_accuracy']):>9} {num(v['share_tv_distance']):>8}"
         )
+
+
+@avatars.command("benchmark")
+@click.option(
+    "--network",
+    default="builtin:avatars-sg2",
+    show_default=True,
+    help="A generator with a W space trained on the avatars (built-in name or exported .safetensors).",
+)
+@click.option(
+    "--classifier",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Factor classifier (.safetensors). Default: the one shipped beside builtin:avatars-sg2.",
+)
+@click.option(
+    "--outdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default="runs/avatars-benchmark",
+    show_default=True,
+)
+@click.option(
+    "--bits", default="3,4,5,6", show_default=True, help="SFVQ bitrates whose segments are measured."
+)
+@click.option(
+    "--methods", default="ganspace,sefa,latentclr,random", show_default=True, help="Directions beside SFVQ."
+)
+@click.option("--k", type=click.IntRange(min=1), default=15, show_default=True, help="Directions per method.")
+@click.option(
+    "--n", type=click.IntRange(min=2), default=48, show_default=True, help="Seeds edited per direction."
+)
+@click.option(
+    "--steps",
+    type=FLOATS,
+    default="0.25,0.5,1",
+    show_default=True,
+    help="Edit sizes (std units, both signs).",
+)
+@click.option(
+    "--fit-n", type=click.IntRange(min=2), default=20_000, show_default=True, help="W samples to fit."
+)
+@click.option(
+    "--mi-n", type=click.IntRange(min=2), default=4096, show_default=True, help="Faces for the curve MI."
+)
+@click.option("--purity", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True)
+@click.option("--floor", type=click.FloatRange(0, 1), default=0.25, show_default=True)
+@click.option("--latentclr-steps", type=click.IntRange(min=1), default=300, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--device", type=DEVICE, default=None, help="Default: cuda if available, else cpu.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch CPU threads.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def benchmark_cmd(
+    network: str,
+    classifier: Path | None,
+    outdir: Path,
+    bits: str,
+    methods: str,
+    k: int,
+    n: int,
+    steps: list[float],
+    fit_n: int,
+    mi_n: int,
+    purity: float,
+    floor: float,
+    latentclr_steps: int,
+    seed: int,
+    device: str | None,
+    threads: int | None,
+    quiet: bool,
+) -> None:
+    """Ground-truth benchmark: each method's directions, factor by factor (purity, coverage), and how well
+    ranges of the SFVQ curve separate factor values. Prints the tables; writes benchmark.json and .md."""
+    from sfvq.avatars.benchmark import GroundTruthConfig, markdown_report, run_ground_truth
+    from sfvq.avatars.classifier import ClassifierError, load_avatars_classifier, load_classifier
+    from sfvq.generators.base import GeneratorError
+    from sfvq.generators.registry import load_generator
+    from sfvq.io import atomic_open, write_json, write_options
+
+    _threads(threads)
+    try:
+        bit_list = tuple(int(b) for b in bits.split(","))
+    except ValueError:
+        raise click.BadParameter(
+            f"{bits!r} is not a comma-separated list of integers", param_hint="'--bits'"
+        ) from None
+    method_list = tuple(m.strip() for m in methods.split(",") if m.strip())
+    config = GroundTruthConfig(
+        n=n, steps=tuple(steps), k=k, bits=bit_list, methods=method_list, fit_n=fit_n, purity=purity,
+        floor=floor, mi_n=mi_n, latentclr_steps=latentclr_steps, seed=seed,
+    )  # fmt: skip
+    try:
+        config.check()
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
+    dev = _device(device)
+    try:
+        G = load_generator(network, device=dev)
+    except GeneratorError as e:
+        raise click.BadParameter(str(e), param_hint="'--network'") from e
+    try:
+        clf = load_classifier(classifier, device=dev) if classifier else load_avatars_classifier(device=dev)
+    except ClassifierError as e:
+        raise click.BadParameter(str(e), param_hint="'--classifier'") from e
+    settings = {"network": network, "classifier": classifier and str(classifier), "device": dev}
+    write_options(outdir, "avatars benchmark", {**settings, **config.__dict__})
+    log = (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))
+    try:
+        result = run_ground_truth(G, clf, config, log=log, progress=not quiet)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
+    table = markdown_report(result)
+    write_json(outdir / "benchmark.json", result.to_dict())
+    with atomic_open(outdir / "benchmark.md", "w") as f:
+        f.write(table)
+    click.echo(table)
+    click.echo(f"{result.seconds:.0f} s -> {outdir / 'benchmark.json'}")

@@ -1,0 +1,443 @@
+"""The ground-truth benchmark: which method's directions change one known factor of the avatars world?
+
+On a generator trained on rendered faces (``builtin:avatars-sg2``) a factor classifier reads every
+factor (glasses, mouth, hair, skin, background, ...) from any image, so a direction's effect can be
+measured factor by factor instead of through face-analysis proxies.
+
+For every direction of every method (SFVQ segments at several bitrates, GANSpace, SeFa, LatentCLR and
+random directions, all in W and all applied to every layer):
+
+* **effect**: ``n`` seeds are edited by ``±s`` (``s`` in ``steps``, in std units of the data along the
+  direction); for each factor the change of the predicted distribution is the total-variation distance
+  ``0.5 * sum_v |p_v(edited) - p_v(original)|`` (0: unchanged, 1: a certain flip), averaged over seeds
+  and both signs -> effects (directions, steps, factors).
+* **purity** of a direction: the share of its total change (summed over steps and factors) taken by its
+  main factor (1: it changes one factor only; 1/F for a change spread evenly over F factors).
+* a direction is **pure** when its purity is at least ``purity`` and its main factor's change at the
+  largest step is at least ``floor`` (so that a direction that changes nothing is not called pure);
+  **coverage** is the number of factors that are the main factor of at least one pure direction.
+
+For SFVQ, also whether index *ranges* of the curve separate factor values: ``mi_n`` sampled latents
+are rendered, their factors read, and each is assigned to its nearest corner; the normalised mutual
+information ``I(range; factor) / H(factor)`` between the range of consecutive corners holding it and
+each factor is compared with the same number and size of ranges made of randomly chosen corners
+(``shuffles`` random corner orders). With ranges of one corner both are the cell-level value; with
+longer ranges the curve keeps more information than shuffled groups only if neighbouring corners
+hold the same factor values, which is the paper's claim.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from sfvq.directions import Direction, DirectionSet, data_covariance, std_along
+
+__all__ = [
+    "GroundTruthConfig",
+    "curve_mutual_information",
+    "direction_effects",
+    "markdown_report",
+    "normalised_mi",
+    "random_directions",
+    "run_ground_truth",
+    "summarise_effects",
+]
+
+
+# Factors of the data set that nest (a smile is a kind of mouth, glasses a kind of accessory, a hat a kind
+# of top, a beard a kind of facial hair, a shirt graphic a detail of the clothing) are measured as one
+# group, so that a direction that changes the mouth is not called impure for also changing "smile".
+# The first member of each group is its finest factor (used for the curve's mutual information).
+FACTOR_GROUPS: dict[str, tuple[str, ...]] = {
+    "mouth": ("mouth", "smile"),
+    "eyes": ("eyes",),
+    "eyebrows": ("eyebrows",),
+    "nose": ("nose",),
+    "accessory": ("accessory", "glasses"),
+    "skin": ("skin",),
+    "top": ("top", "hat"),
+    "hair_colour": ("hair_colour",),
+    "facial_hair": ("facial_hair", "beard"),
+    "clothing": ("clothing", "shirt_graphic"),
+    "clothing_colour": ("clothing_colour",),
+    "background": ("background",),
+}
+
+
+def factor_groups(factors: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """:data:`FACTOR_GROUPS` restricted to ``factors``; a factor in no group forms its own."""
+    have = set(factors)
+    out = {g: tuple(m for m in members if m in have) for g, members in FACTOR_GROUPS.items()}
+    out = {g: m for g, m in out.items() if m}
+    grouped = {m for members in out.values() for m in members}
+    out.update({f: (f,) for f in factors if f not in grouped})
+    return out
+
+
+@dataclass
+class GroundTruthConfig:
+    """Settings of :func:`run_ground_truth` (all recorded with the result)."""
+
+    n: int = 48  # seeds edited per direction
+    steps: tuple[float, ...] = (1.0, 2.0, 3.0)  # std units, applied with both signs
+    k: int = 15  # directions per baseline method (SFVQ at 4 bits has 15 segments)
+    bits: tuple[int, ...] = (3, 4, 5, 6)  # SFVQ bitrates whose segments are measured
+    methods: tuple[str, ...] = ("ganspace", "sefa", "latentclr", "random")
+    fit_n: int = 20_000  # W samples for the curve, the PCA and the stds
+    purity: float = 0.5
+    floor: float = 0.1
+    mi_n: int = 4096
+    mi_ranges: int = 8  # ranges of consecutive corners at each bitrate (finer bitrates: longer ranges)
+    shuffles: int = 50
+    latentclr_steps: int = 300
+    seed: int = 0
+    batch_size: int = 128
+
+    def check(self) -> None:
+        """Raise ValueError naming the first unusable setting."""
+        if self.n < 1 or self.k < 1 or self.fit_n < 2 or self.mi_n < 2 or self.shuffles < 1:
+            raise ValueError("n, k, shuffles must be >= 1 and fit_n, mi_n >= 2")
+        if not self.steps or any(not s > 0 for s in self.steps):
+            raise ValueError(f"steps must be positive, got {self.steps}")
+        if not self.bits or any(b < 1 for b in self.bits):
+            raise ValueError(f"bits must be >= 1, got {self.bits}")
+        if not 0 < self.purity <= 1 or not 0 <= self.floor <= 1:
+            raise ValueError(f"purity must be in (0, 1] and floor in [0, 1], got {self.purity}, {self.floor}")
+        unknown = set(self.methods) - {"ganspace", "sefa", "latentclr", "random"}
+        if unknown:
+            raise ValueError(
+                f"unknown methods {sorted(unknown)}; choose from ganspace, sefa, latentclr, random"
+            )
+        if len(set(self.methods)) != len(self.methods) or len(set(self.bits)) != len(self.bits):
+            raise ValueError(f"a method or bitrate is listed twice ({self.methods}, {self.bits})")
+        if self.mi_ranges < 2:
+            raise ValueError(f"mi_ranges must be >= 2, got {self.mi_ranges}")
+
+
+# ---------------------------------------------------------------------------------------------- effects
+def _probs(classifier: Any, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    return classifier.predict_proba(images)
+
+
+@torch.no_grad()
+def direction_effects(
+    space: Any,
+    directions: DirectionSet,
+    classifier: Any,
+    full: torch.Tensor,
+    steps: Sequence[float],
+    *,
+    batch_size: int = 128,
+    base: dict[str, torch.Tensor] | None = None,
+    progress: bool = False,
+    label: str = "editing",
+) -> tuple[np.ndarray, np.ndarray]:
+    """How each direction changes each factor's predicted distribution, per step.
+
+    ``full`` (S, L, F) are the seeds' full latents in ``space``; each direction (with its std: steps are
+    in std units) edits them by ``+s`` and ``-s``; ``base`` are the unedited seeds' probabilities
+    (computed when None). Returns two (M, T, F_factors) float64 arrays, factors in the classifier's order,
+    both averaged over the two signs:
+
+    * ``shift``: total-variation distance between the *mean* predicted distribution over the seeds
+      after and before the edit: the systematic change (e.g. the share of faces read as wearing
+      glasses going from 0.3 to 0.7 moves 0.4), in which per-face reading noise cancels out;
+    * ``change``: the mean over seeds of the per-face total-variation distance (any change at all).
+    """
+    from sfvq.progress import track
+
+    factors = list(classifier.vocab)
+    if base is None:
+        base = _probs(classifier, space.render_full(full, batch_size))
+    S = full.shape[0]
+    shift = np.zeros((len(directions), len(steps), len(factors)))
+    change = np.zeros_like(shift)
+    for m, d in track(enumerate(directions), label, total=len(directions), enabled=progress):
+        if d.std is None or not d.std > 0:
+            raise ValueError(f"direction {d.name!r} has no std along it: steps in std units are undefined")
+        sigmas = [sign * float(s) * d.std for s in steps for sign in (1, -1)]  # (2T,) step-major
+        edited = torch.cat([space.edit(full, d.vector, sg, d.layers) for sg in sigmas])  # (2T*S, L, F)
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            p = _probs(classifier, space.render_full(edited, batch_size))
+        for f, name in enumerate(factors):
+            q = p[name].reshape(len(steps), 2, S, -1)  # (T, 2, S, K)
+            b = base[name][None, None]  # (1, 1, S, K)
+            shift[m, :, f] = (0.5 * (q.mean(2) - b.mean(2)).abs().sum(-1)).mean(1).double().numpy()  # (T,)
+            change[m, :, f] = (0.5 * (q - b).abs().sum(-1)).mean(dim=(1, 2)).double().numpy()  # (T,)
+    return shift, change
+
+
+def grouped(effects: np.ndarray, factors: Sequence[str], groups: dict[str, Sequence[str]]) -> np.ndarray:
+    """Effects per factor (M, T, F) -> per group (M, T, G): the largest of a group's members."""
+    index = {f: i for i, f in enumerate(factors)}
+    return np.stack(
+        [np.max([effects[..., index[m]] for m in members], axis=0) for members in groups.values()], -1
+    )
+
+
+def summarise_effects(
+    effects: np.ndarray, factors: Sequence[str], purity: float = 0.5, floor: float = 0.1
+) -> dict[str, Any]:
+    """Per direction: main factor, purity, the main factor's shift at the largest step and the total
+    shift; per set: mean and best purity, number of pure directions, coverage.
+
+    ``effects`` (M, T, F): shifts per direction, step and factor (or factor group).
+    """
+    if effects.ndim != 3 or effects.shape[2] != len(factors):
+        raise ValueError(f"effects must be (M, T, {len(factors)}), got {effects.shape}")
+    total = effects.sum(axis=1)  # (M, F)
+    sums = total.sum(axis=1)  # (M,)
+    main = total.argmax(axis=1)  # (M,)
+    pur = np.where(sums > 0, total[np.arange(len(main)), main] / np.where(sums > 0, sums, 1), 0.0)
+    last = effects[np.arange(len(main)), -1, main]  # (M,) main factor's change at the largest step
+    pure = (pur >= purity) & (last >= floor)
+    covered = sorted({factors[i] for i in main[pure]})
+    return {
+        "directions": int(len(main)),
+        "main": [factors[i] for i in main],
+        "purity": pur.tolist(),
+        "main_shift": last.tolist(),
+        "total_shift": effects[:, -1].sum(axis=1).tolist(),
+        "mean_purity": float(pur.mean()) if len(pur) else float("nan"),
+        "best_purity": float(pur.max()) if len(pur) else float("nan"),
+        "mean_main_shift": float(last.mean()) if len(pur) else float("nan"),
+        "pure": int(pure.sum()),
+        "coverage": len(covered),
+        "covered": covered,
+    }
+
+
+def random_directions(dim: int, k: int, seed: int, X: np.ndarray | None = None) -> DirectionSet:
+    """``k`` isotropic random unit directions (seeded), with the data's std along each when X is given."""
+    g = torch.Generator().manual_seed(int(seed))
+    v = torch.randn((k, dim), generator=g)
+    v = v / v.norm(dim=1, keepdim=True)  # (k, dim)
+    stds = std_along(v, data_covariance(X))
+    dirs = [
+        Direction(name=f"rand{j}", vector=v[j], source={"method": "random", "seed": int(seed)}, std=stds[j])
+        for j in range(k)
+    ]
+    return DirectionSet(dirs, dim=dim, meta={"method": "random", "seed": int(seed)})
+
+
+# ---------------------------------------------------------------------------------------------- curve MI
+def normalised_mi(groups: np.ndarray, labels: np.ndarray) -> float:
+    """``I(G; L) / H(L)`` (plug-in estimate, natural log) for two integer arrays of equal length N;
+    0 when L is constant."""
+    groups, labels = np.asarray(groups), np.asarray(labels)
+    _, gi = np.unique(groups, return_inverse=True)
+    _, li = np.unique(labels, return_inverse=True)
+    n = len(labels)
+    joint = np.zeros((gi.max() + 1, li.max() + 1))
+    np.add.at(joint, (gi, li), 1.0)
+    joint /= n
+    pg, pl = joint.sum(1), joint.sum(0)
+    h_l = -float((pl[pl > 0] * np.log(pl[pl > 0])).sum())
+    if h_l <= 0:
+        return 0.0
+    nz = joint > 0
+    mi = float((joint[nz] * np.log(joint[nz] / (pg[:, None] * pl[None, :])[nz])).sum())
+    return max(0.0, mi) / h_l
+
+
+def curve_mutual_information(
+    corner_index: np.ndarray,
+    labels: dict[str, np.ndarray],
+    n_corners: int,
+    ranges: int,
+    shuffles: int = 50,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """How well ranges of consecutive corners separate each factor, against randomly grouped corners.
+
+    ``corner_index`` (N,) nearest corner of each sample; ``labels`` factor -> (N,) value codes. The
+    ``n_corners`` corners are cut into ``ranges`` equal runs of consecutive indices (fewer when there are
+    fewer corners); the shuffled baseline groups the same corners after a random permutation.
+    Returns per factor the cell-level, curve-range and mean shuffled-range normalised MI, and means.
+    """
+    idx = np.asarray(corner_index)
+    r = max(1, min(ranges, n_corners))
+    size = n_corners / r
+    curve_group = np.floor(idx / size).astype(np.int64)  # (N,)
+    rng = np.random.default_rng(seed)
+    perms = [rng.permutation(n_corners) for _ in range(shuffles)]
+    out: dict[str, Any] = {"corners": int(n_corners), "ranges": int(r), "factors": {}}
+    for name, lab in labels.items():
+        cell = normalised_mi(idx, lab)
+        cur = normalised_mi(curve_group, lab)
+        shuf = float(np.mean([normalised_mi(np.floor(p[idx] / size).astype(np.int64), lab) for p in perms]))
+        out["factors"][name] = {"cell": cell, "curve": cur, "shuffled": shuf}
+    vals = out["factors"].values()
+    for key in ("cell", "curve", "shuffled"):
+        out[f"mean_{key}"] = float(np.mean([v[key] for v in vals]))
+    out["curve_over_shuffled"] = (
+        out["mean_curve"] / out["mean_shuffled"] if out["mean_shuffled"] > 0 else None
+    )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- the run
+@dataclass
+class GroundTruthResult:
+    """Everything :func:`run_ground_truth` measured (JSON-friendly through :meth:`to_dict`)."""
+
+    config: GroundTruthConfig
+    generator: str
+    factors: list[str]
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    curve_mi: dict[str, dict[str, Any]] = field(default_factory=dict)
+    effects: dict[str, list] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (config, per-method summaries, per-bitrate MI, raw effects)."""
+        return {
+            "config": asdict(self.config),
+            "generator": self.generator,
+            "factors": self.factors,
+            "groups": self.groups,
+            "methods": self.methods,
+            "curve_mi": self.curve_mi,
+            "effects": self.effects,
+            "seconds": round(self.seconds, 1),
+        }
+
+
+def _seeds_for(config: GroundTruthConfig) -> list[int]:
+    return list(range(config.seed, config.seed + config.n))
+
+
+def run_ground_truth(
+    G: Any,
+    classifier: Any,
+    config: GroundTruthConfig | None = None,
+    *,
+    model: Any = None,
+    log: Callable[[str], None] | None = None,
+    progress: bool = False,
+) -> GroundTruthResult:
+    """Measure every method's directions on ``G`` (which must have a W space) with the factor ``classifier``.
+
+    ``model`` is an SFVQ already fitted on W samples of ``G`` holding every bitrate in ``config.bits``
+    (fitted here on ``config.fit_n`` samples when None).
+    """
+    from sfvq import SFVQ
+    from sfvq.baselines import method_directions
+    from sfvq.baselines import sfvq_directions as _segments
+    from sfvq.spaces import LatentSpace
+
+    config = config or GroundTruthConfig()
+    config.check()
+    if "w" not in getattr(G, "spaces", ()):
+        raise ValueError(f"{G.name} has no W space; the ground-truth benchmark works in W")
+    say = log or (lambda s: None)
+    t0 = time.perf_counter()
+    space = LatentSpace(G, "w")
+    X = np.ascontiguousarray(space.sample(config.fit_n, config.seed, progress=progress), dtype=np.float32)
+    if model is None:
+        say(f"fitting a {max(config.bits)}-bit curve on {config.fit_n} W samples")
+        model = SFVQ(max(config.bits), random_state=config.seed, verbose=progress).fit(X)
+    missing = [b for b in config.bits if b not in model.codebooks_]
+    if missing:
+        raise ValueError(f"the curve has no bitrate {missing}; it has {sorted(model.codebooks_)}")
+    factors = list(classifier.vocab)
+    result = GroundTruthResult(config, str(G.name), factors)
+    full = space.encode_seeds(_seeds_for(config))  # (n, L, W)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        base = _probs(classifier, space.render_full(full, config.batch_size))
+
+    sets: list[tuple[str, DirectionSet]] = []
+    for b in config.bits:
+        sets.append((f"sfvq-{b}bit", _segments(model, space, b, X)))
+    for method in config.methods:
+        t = time.perf_counter()
+        if method == "random":
+            dset = random_directions(space.dim, config.k, config.seed, X)
+        else:
+            md = method_directions(
+                method, G, k=config.k, n=config.fit_n, seed=config.seed,
+                latentclr={"steps": config.latentclr_steps}, progress=progress,
+            )  # fmt: skip
+            if md.space.kind != "w":
+                raise ValueError(f"{method} gave directions in {md.space.name}, not W")
+            dset = md.directions
+        say(f"{method}: {len(dset)} directions in {time.perf_counter() - t:.1f} s")
+        sets.append((method, dset))
+
+    groups = factor_groups(factors)
+    result.groups = {g: list(m) for g, m in groups.items()}
+    for name, dset in sets:
+        t = time.perf_counter()
+        M = len(dset)
+        shift, change = direction_effects(
+            space, dset, classifier, full, config.steps, batch_size=config.batch_size, base=base,
+            progress=progress, label=f"{name}: editing",
+        )  # fmt: skip
+        g_shift = grouped(shift, factors, groups)  # (M, T, G)
+        summary = summarise_effects(g_shift, list(groups), config.purity, config.floor)
+        per_face = grouped(change, factors, groups)[:, -1].sum(axis=1)  # (M,) at the largest step
+        summary["face_change"] = per_face.tolist()
+        summary["mean_face_change"] = float(per_face.mean())
+        summary["names"] = list(dset.names)
+        summary["seconds"] = round(time.perf_counter() - t, 1)
+        result.methods[name] = summary
+        result.effects[name] = g_shift.round(5).tolist()
+        say(
+            f"{name}: {M} directions, mean purity {summary['mean_purity']:.3f}, pure {summary['pure']}, "
+            f"coverage {summary['coverage']}/{len(groups)}"
+        )
+
+    # index ranges of the curve against factor values of sampled latents
+    say(f"curve ranges: reading the factors of {config.mi_n} sampled faces")
+    Xm = space.sample(config.mi_n, config.seed + 1, progress=False)  # (mi_n, W) disjoint from the fit
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        pm = _probs(classifier, space.render(torch.from_numpy(np.asarray(Xm)), config.batch_size))
+    labels = {g: pm[members[0]].argmax(dim=1).numpy() for g, members in groups.items()}  # finest member
+    for b in config.bits:
+        idx = np.asarray(model.predict(np.asarray(Xm, dtype=np.float32), bits=b))
+        result.curve_mi[str(b)] = curve_mutual_information(
+            idx, labels, 2**b, config.mi_ranges, config.shuffles, config.seed
+        )
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- report
+def markdown_report(result: GroundTruthResult | dict[str, Any]) -> str:
+    """Two markdown tables: directions per method, and curve ranges vs shuffled corners per bitrate."""
+    r = result.to_dict() if isinstance(result, GroundTruthResult) else result
+    F = len(r.get("groups") or r["factors"])
+    lines = [
+        "| method | directions | mean purity | best purity | mean main shift | mean per-face change | pure | "
+        f"coverage (of {F}) | factors with a pure direction |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for name, s in r["methods"].items():
+        covered = ", ".join(s["covered"]) or "-"
+        lines.append(
+            f"| {name} | {s['directions']} | {s['mean_purity']:.3f} | {s['best_purity']:.3f} | "
+            f"{s['mean_main_shift']:.3f} | {s['mean_face_change']:.2f} | {s['pure']} | {s['coverage']} | "
+            f"{covered} |"
+        )
+    lines += [
+        "",
+        "| bits | corners | ranges | cell NMI | curve-range NMI | shuffled-range NMI | curve / shuffled |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for b, m in r["curve_mi"].items():
+        ratio = m["curve_over_shuffled"]
+        lines.append(
+            f"| {b} | {m['corners']} | {m['ranges']} | {m['mean_cell']:.3f} | {m['mean_curve']:.3f} | "
+            f"{m['mean_shuffled']:.3f} | {'-' if ratio is None else f'{ratio:.2f}'} |"
+        )
+    return "\n".join(lines) + "\n"

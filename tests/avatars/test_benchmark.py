@@ -1,0 +1,185 @@
+"""The ground-truth benchmark: the measures on worlds whose answer is known, and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from sfvq.avatars.benchmark import (
+    FACTOR_GROUPS,
+    GroundTruthConfig,
+    curve_mutual_information,
+    direction_effects,
+    factor_groups,
+    grouped,
+    markdown_report,
+    normalised_mi,
+    random_directions,
+    run_ground_truth,
+    summarise_effects,
+)
+from sfvq.directions import Direction, DirectionSet
+from sfvq.generators.registry import load_generator
+
+
+def test_normalised_mi_limits() -> None:
+    labels = np.repeat(np.arange(4), 25)  # (100,)
+    assert normalised_mi(labels, labels) == pytest.approx(1.0)
+    assert normalised_mi(labels * 7 + 3, labels) == pytest.approx(1.0)  # names of groups do not matter
+    assert normalised_mi(np.zeros(100), labels) == pytest.approx(0.0)
+    assert normalised_mi(labels, np.zeros(100)) == 0.0  # a constant factor carries no information
+    halves = labels // 2  # groups of two label values: I = H(halves) = log 2 of H(labels) = log 4
+    assert normalised_mi(halves, labels) == pytest.approx(0.5)
+
+
+def test_curve_ranges_beat_shuffled_corners_only_when_neighbours_agree() -> None:
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, 32, 4000)  # samples' nearest corners among 32
+    ordered = {"f": idx // 8}  # the factor occupies 4 runs of 8 consecutive corners
+    scattered = {"f": (idx * 5) % 4}  # the same 4 values spread along the curve
+    a = curve_mutual_information(idx, ordered, 32, ranges=4, shuffles=20, seed=0)
+    assert a["factors"]["f"]["cell"] == pytest.approx(1.0)
+    assert a["factors"]["f"]["curve"] == pytest.approx(1.0)
+    assert a["factors"]["f"]["shuffled"] < 0.5 and a["curve_over_shuffled"] > 2
+    b = curve_mutual_information(idx, scattered, 32, ranges=4, shuffles=20, seed=0)
+    assert b["factors"]["f"]["cell"] == pytest.approx(1.0)
+    assert b["factors"]["f"]["curve"] < 0.05 and b["corners"] == 32 and b["ranges"] == 4
+
+
+def test_summary_purity_and_coverage() -> None:
+    factors = ["a", "b", "c"]
+    effects = np.zeros((3, 2, 3))
+    effects[0, :, 0] = [0.2, 0.4]  # pure on a
+    effects[1] = [[0.1, 0.1, 0.1], [0.2, 0.2, 0.2]]  # even: purity 1/3
+    effects[2, :, 2] = [0.01, 0.02]  # pure on c but too small to count
+    s = summarise_effects(effects, factors, purity=0.5, floor=0.1)
+    assert s["main"][0] == "a" and s["purity"][0] == pytest.approx(1.0)
+    assert s["purity"][1] == pytest.approx(1 / 3)
+    assert s["pure"] == 1 and s["coverage"] == 1 and s["covered"] == ["a"]
+    assert s["main_shift"][0] == pytest.approx(0.4)
+    with pytest.raises(ValueError, match=r"\(M, T, 3\)"):
+        summarise_effects(effects[:, :, :2], factors)
+
+
+def test_groups_nest_fine_factors_and_take_the_largest() -> None:
+    groups = factor_groups(["smile", "mouth", "skin", "other"])
+    assert groups == {"mouth": ("mouth", "smile"), "skin": ("skin",), "other": ("other",)}
+    eff = np.array([[[0.1, 0.3, 0.2, 0.0]]])  # (1, 1, 4) smile, mouth, skin, other
+    assert grouped(eff, ["smile", "mouth", "skin", "other"], groups).tolist() == [[[0.3, 0.2, 0.0]]]
+    assert all(members[0] == g or g in members for g, members in FACTOR_GROUPS.items())
+
+
+class _LinearSpace:
+    """A fake W space of dim 3 whose 'image' is the latent itself in three channels."""
+
+    num_ws = 1
+
+    def edit(self, full: torch.Tensor, v: torch.Tensor, sigma: float, layers=None) -> torch.Tensor:
+        return full + sigma * v.reshape(1, 1, -1)
+
+    def render_full(self, full: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+        return full[:, 0, :, None, None].expand(-1, 3, 4, 4)  # (N, 3, 4, 4)
+
+
+class _ThresholdClassifier:
+    """Reads factor 'a' from channel 0 and 'b' from channel 1 (sharp sigmoids); 'c' never changes."""
+
+    vocab = {"a": ("no", "yes"), "b": ("no", "yes"), "c": ("x", "y")}
+
+    def predict_proba(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        m = images.mean(dim=(2, 3))  # (N, 3)
+        pa, pb = torch.sigmoid(8 * m[:, 0]), torch.sigmoid(8 * m[:, 1])
+        half = torch.full_like(pa, 0.5)
+        return {k: torch.stack([1 - p, p], 1) for k, p in (("a", pa), ("b", pb), ("c", half))}
+
+
+def test_direction_effects_find_the_axis_that_moves_one_factor() -> None:
+    space, clf = _LinearSpace(), _ThresholdClassifier()
+    full = torch.randn(64, 1, 3, generator=torch.Generator().manual_seed(0)) * 0.1 + 0.3  # mostly 'yes'
+    eye = torch.eye(3)
+    dirs = DirectionSet(
+        [
+            Direction("a", eye[0], std=1.0),
+            Direction("b", eye[1], std=1.0),
+            Direction("ab", (eye[0] + eye[1]) / 2**0.5, std=1.0),
+            Direction("none", eye[2], std=1.0),
+        ]
+    )
+    shift, change = direction_effects(space, dirs, clf, full, (0.5, 1.0))
+    assert shift.shape == change.shape == (4, 2, 3)
+    assert np.all(shift >= 0) and np.all(change >= shift - 1e-6)  # per-face change bounds the mean shift
+    s = summarise_effects(shift, list(clf.vocab), purity=0.9, floor=0.1)
+    assert s["main"][:2] == ["a", "b"] and s["purity"][0] > 0.99 and s["purity"][1] > 0.99
+    assert 0.4 < s["purity"][2] < 0.6  # the diagonal splits its change between a and b
+    assert s["main_shift"][3] == pytest.approx(0.0, abs=1e-6)
+    assert s["covered"] == ["a", "b"]
+    assert shift[0, 1, 0] > shift[0, 0, 0]  # the shift grows with the step
+    with pytest.raises(ValueError, match="no std"):
+        direction_effects(space, DirectionSet([Direction("x", eye[0])]), clf, full, (1.0,))
+
+
+def test_random_directions_are_unit_and_seeded() -> None:
+    X = np.random.default_rng(0).normal(size=(500, 6)) * np.arange(1, 7)
+    a, b = random_directions(6, 4, 3, X), random_directions(6, 4, 3, X)
+    assert torch.equal(a.vectors, b.vectors) and len(a) == 4
+    torch.testing.assert_close(a.vectors.norm(dim=1), torch.ones(4))
+    assert all(d.std is not None and d.std > 0 for d in a)
+
+
+def _tiny_world(tmp_path: Path) -> tuple[Path, Path]:
+    """A tiny exported avatars-style generator (untrained) and a tiny untrained factor classifier."""
+    from sfvq.avatars.classifier import FactorClassifier, save_classifier
+    from sfvq.avatars.dataset import factor_vocabularies
+    from sfvq.avatars.train import TrainConfig, Trainer, export_generator
+
+    config = TrainConfig(
+        resolution=16, z_dim=16, w_dim=16, mapping_layers=2, channel_base=128, channel_max=16
+    )
+    images = np.zeros((2, 16, 16, 3), np.uint8)
+    ckpt = Trainer(images, config).save_checkpoint(tmp_path / "run" / "checkpoint.pt", extra={"data": {}})
+    weights, _ = export_generator(ckpt, tmp_path / "weights")
+    torch.manual_seed(0)
+    clf = FactorClassifier(factor_vocabularies(), resolution=16, width=4, hidden=16).eval()
+    return weights, save_classifier(clf, tmp_path / "clf" / "clf.safetensors", {})
+
+
+def test_run_and_cli_on_a_tiny_world(tmp_path: Path) -> None:
+    from sfvq.avatars.classifier import load_classifier
+    from sfvq.cli import main
+
+    weights, clf_path = _tiny_world(tmp_path)
+    G, clf = load_generator(str(weights)), load_classifier(clf_path)
+    config = GroundTruthConfig(n=4, steps=(1.0,), k=2, bits=(2, 3), fit_n=300, mi_n=64, shuffles=3,
+                               latentclr_steps=2)  # fmt: skip
+    res = run_ground_truth(G, clf, config)
+    d = res.to_dict()
+    assert list(d["methods"]) == ["sfvq-2bit", "sfvq-3bit", "ganspace", "sefa", "latentclr", "random"]
+    assert d["methods"]["sfvq-3bit"]["directions"] <= 7 and d["methods"]["random"]["directions"] == 2
+    assert np.asarray(d["effects"]["ganspace"]).shape == (2, 1, len(d["groups"]))
+    assert set(d["curve_mi"]) == {"2", "3"} and d["curve_mi"]["3"]["corners"] == 8
+    for s in d["methods"].values():
+        assert all(0 <= p <= 1 for p in s["purity"]) and 0 <= s["coverage"] <= len(d["groups"])
+    table = markdown_report(d)
+    assert "| sfvq-3bit |" in table and "curve / shuffled" in table
+
+    out = tmp_path / "bench"
+    args = ["avatars", "benchmark", "--network", weights, "--classifier", clf_path, "--outdir", out]
+    args += ["--bits", "2", "--methods", "random,sefa", "--k", "2", "--n", "3", "--steps", "1"]
+    args += ["--fit-n", "300", "--mi-n", "32", "--quiet", "--device", "cpu"]
+    r = CliRunner().invoke(main, [str(a) for a in args])
+    assert r.exit_code == 0, r.output
+    saved = json.loads((out / "benchmark.json").read_text())
+    assert list(saved["methods"]) == ["sfvq-2bit", "random", "sefa"]  # in the order asked
+    assert (out / "benchmark.md").read_text() in r.output
+    bad = CliRunner().invoke(main, [str(a) for a in [*args[:-2], "--methods", "pca"]])
+    assert bad.exit_code == 2 and "unknown methods" in bad.output
+    bad = CliRunner().invoke(main, [str(a) for a in [*args, "--bits", "x"]])
+    assert bad.exit_code == 2 and "--bits" in bad.output
+    dcgan = ["avatars", "benchmark", "--network", "builtin:faces-dcgan", "--classifier", str(clf_path)]
+    bad = CliRunner().invoke(main, [*dcgan, "--outdir", str(tmp_path / "b2"), "--quiet"])
+    assert bad.exit_code == 2 and "no W space" in bad.output
