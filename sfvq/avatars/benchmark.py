@@ -7,14 +7,17 @@ measured factor by factor instead of through face-analysis proxies.
 For every direction of every method (SFVQ segments at several bitrates, GANSpace, SeFa, LatentCLR and
 random directions, all in W and all applied to every layer):
 
-* **effect**: ``n`` seeds are edited by ``±s`` (``s`` in ``steps``, in std units of the data along the
-  direction); for each factor the change of the predicted distribution is the total-variation distance
-  ``0.5 * sum_v |p_v(edited) - p_v(original)|`` (0: unchanged, 1: a certain flip), averaged over seeds
-  and both signs -> effects (directions, steps, factors).
+* **effect** (shift): ``n`` seeds are edited by ``+s`` and ``-s`` (``s`` in ``steps``, in std units of the
+  data along the direction); for each factor, the total-variation distance ``0.5 * sum_v |P_v(+s) -
+  P_v(-s)|`` between the predicted value distributions averaged over the seeds at ``+s`` and at ``-s``
+  (0: the factor's mix does not move; 1: it flips completely), per group of nested factors the largest
+  of its members' -> effects (directions, steps, groups). A change that both signs make alike (a
+  blur, a degraded face) cancels; see :func:`direction_effects`.
 * **purity** of a direction: the share of its total change (summed over steps and factors) taken by its
   main factor (1: it changes one factor only; 1/F for a change spread evenly over F factors).
-* a direction is **pure** when its purity is at least ``purity`` and its main factor's change at the
-  largest step is at least ``floor`` (so that a direction that changes nothing is not called pure);
+* a direction is **pure** when its purity is above chance, above the highest purity among ``random_k``
+  random directions (or at least a given ``purity``), and its main factor's shift at the largest
+  step is at least ``floor`` (so that a direction that changes nothing is not called pure);
   **coverage** is the number of factors that are the main factor of at least one pure direction.
 
 For SFVQ, also whether index *ranges* of the curve separate factor values: ``mi_n`` sampled latents
@@ -90,7 +93,8 @@ class GroundTruthConfig:
     bits: tuple[int, ...] = (3, 4, 5, 6)  # SFVQ bitrates whose segments are measured
     methods: tuple[str, ...] = ("ganspace", "sefa", "latentclr", "random")
     fit_n: int = 20_000  # W samples for the curve, the PCA and the stds
-    purity: float = 0.5
+    purity: float | None = None  # None: the purest random direction's purity (see purity_threshold)
+    random_k: int = 32  # random directions: the reference for chance purity
     floor: float = 0.1
     mi_n: int = 4096
     mi_ranges: int = 8  # ranges of consecutive corners at each bitrate (finer bitrates: longer ranges)
@@ -101,13 +105,20 @@ class GroundTruthConfig:
 
     def check(self) -> None:
         """Raise ValueError naming the first unusable setting."""
-        if self.n < 1 or self.k < 1 or self.fit_n < 2 or self.mi_n < 2 or self.shuffles < 1:
+        if (
+            self.n < 1
+            or self.k < 1
+            or self.random_k < 1
+            or self.fit_n < 2
+            or self.mi_n < 2
+            or self.shuffles < 1
+        ):
             raise ValueError("n, k, shuffles must be >= 1 and fit_n, mi_n >= 2")
         if not self.steps or any(not s > 0 for s in self.steps):
             raise ValueError(f"steps must be positive, got {self.steps}")
         if not self.bits or any(b < 1 for b in self.bits):
             raise ValueError(f"bits must be >= 1, got {self.bits}")
-        if not 0 < self.purity <= 1 or not 0 <= self.floor <= 1:
+        if (self.purity is not None and not 0 < self.purity <= 1) or not 0 <= self.floor <= 1:
             raise ValueError(f"purity must be in (0, 1] and floor in [0, 1], got {self.purity}, {self.floor}")
         unknown = set(self.methods) - {"ganspace", "sefa", "latentclr", "random"}
         if unknown:
@@ -145,10 +156,14 @@ def direction_effects(
     (computed when None). Returns two (M, T, F_factors) float64 arrays, factors in the classifier's order,
     both averaged over the two signs:
 
-    * ``shift``: total-variation distance between the *mean* predicted distribution over the seeds
-      after and before the edit: the systematic change (e.g. the share of faces read as wearing
-      glasses going from 0.3 to 0.7 moves 0.4), in which per-face reading noise cancels out;
-    * ``change``: the mean over seeds of the per-face total-variation distance (any change at all).
+    * ``shift``: total-variation distance between the *mean* predicted distributions over the seeds
+      edited by ``+s`` and by ``-s``: the systematic, signed change (e.g. the share of faces read as
+      wearing glasses going from 0.2 at ``-s`` to 0.7 at ``+s`` moves 0.5). Per-face reading noise
+      averages out, and so does a change both signs make alike (an edit that only blurs or degrades
+      the face moves the readings the same way at ``+s`` and ``-s``), which a one-sided shift from the
+      original would count as an effect on every factor;
+    * ``change``: the mean over seeds and signs of the per-face total-variation distance from the
+      original (any change at all).
     """
     from sfvq.progress import track
 
@@ -169,7 +184,8 @@ def direction_effects(
         for f, name in enumerate(factors):
             q = p[name].reshape(len(steps), 2, S, -1)  # (T, 2, S, K)
             b = base[name][None, None]  # (1, 1, S, K)
-            shift[m, :, f] = (0.5 * (q.mean(2) - b.mean(2)).abs().sum(-1)).mean(1).double().numpy()  # (T,)
+            mean = q.mean(2)  # (T, 2, K) mean distribution at +s and at -s
+            shift[m, :, f] = (0.5 * (mean[:, 0] - mean[:, 1]).abs().sum(-1)).double().numpy()  # (T,)
             change[m, :, f] = (0.5 * (q - b).abs().sum(-1)).mean(dim=(1, 2)).double().numpy()  # (T,)
     return shift, change
 
@@ -212,6 +228,20 @@ def summarise_effects(
         "coverage": len(covered),
         "covered": covered,
     }
+
+
+def purity_threshold(
+    config: GroundTruthConfig, random_effects: np.ndarray | None, groups: Sequence[str]
+) -> tuple[float, str]:
+    """The purity a direction needs to count as pure: ``config.purity`` when set; else just above the
+    highest purity any random direction reaches (what chance gives with this generator and read-out,
+    where factors read together), or 0.5 when no random directions were measured."""
+    if config.purity is not None:
+        return float(config.purity), "given"
+    if random_effects is None or len(random_effects) == 0:
+        return 0.5, "default (no random directions measured)"
+    best = summarise_effects(random_effects, groups, 1.0, 0.0)["best_purity"]
+    return float(np.nextafter(best, 2.0)), f"above the purest of {len(random_effects)} random directions"
 
 
 def random_directions(dim: int, k: int, seed: int, X: np.ndarray | None = None) -> DirectionSet:
@@ -292,6 +322,7 @@ class GroundTruthResult:
     generator: str
     factors: list[str]
     groups: dict[str, list[str]] = field(default_factory=dict)
+    purity_threshold: dict[str, Any] = field(default_factory=dict)
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)
     curve_mi: dict[str, dict[str, Any]] = field(default_factory=dict)
     effects: dict[str, list] = field(default_factory=dict)
@@ -304,6 +335,7 @@ class GroundTruthResult:
             "generator": self.generator,
             "factors": self.factors,
             "groups": self.groups,
+            "purity_threshold": self.purity_threshold,
             "methods": self.methods,
             "curve_mi": self.curve_mi,
             "effects": self.effects,
@@ -361,7 +393,7 @@ def run_ground_truth(
     for method in config.methods:
         t = time.perf_counter()
         if method == "random":
-            dset = random_directions(space.dim, config.k, config.seed, X)
+            dset = random_directions(space.dim, config.random_k, config.seed, X)
         else:
             md = method_directions(
                 method, G, k=config.k, n=config.fit_n, seed=config.seed,
@@ -375,25 +407,30 @@ def run_ground_truth(
 
     groups = factor_groups(factors)
     result.groups = {g: list(m) for g, m in groups.items()}
+    measured: dict[str, tuple[np.ndarray, np.ndarray, DirectionSet, float]] = {}
     for name, dset in sets:
         t = time.perf_counter()
-        M = len(dset)
         shift, change = direction_effects(
             space, dset, classifier, full, config.steps, batch_size=config.batch_size, base=base,
             progress=progress, label=f"{name}: editing",
         )  # fmt: skip
         g_shift = grouped(shift, factors, groups)  # (M, T, G)
-        summary = summarise_effects(g_shift, list(groups), config.purity, config.floor)
         per_face = grouped(change, factors, groups)[:, -1].sum(axis=1)  # (M,) at the largest step
+        measured[name] = (g_shift, per_face, dset, time.perf_counter() - t)
+    threshold, source = purity_threshold(config, measured.get("random", (None,))[0], list(groups))
+    result.purity_threshold = {"value": threshold, "source": source}
+    say(f"pure: purity >= {threshold:.3f} ({source}) and main shift >= {config.floor}")
+    for name, (g_shift, per_face, dset, seconds) in measured.items():
+        summary = summarise_effects(g_shift, list(groups), threshold, config.floor)
         summary["face_change"] = per_face.tolist()
         summary["mean_face_change"] = float(per_face.mean())
         summary["names"] = list(dset.names)
-        summary["seconds"] = round(time.perf_counter() - t, 1)
+        summary["seconds"] = round(seconds, 1)
         result.methods[name] = summary
         result.effects[name] = g_shift.round(5).tolist()
         say(
-            f"{name}: {M} directions, mean purity {summary['mean_purity']:.3f}, pure {summary['pure']}, "
-            f"coverage {summary['coverage']}/{len(groups)}"
+            f"{name}: {len(dset)} directions, mean purity {summary['mean_purity']:.3f}, "
+            f"pure {summary['pure']}, coverage {summary['coverage']}/{len(groups)}"
         )
 
     # index ranges of the curve against factor values of sampled latents
@@ -434,6 +471,10 @@ def markdown_report(result: GroundTruthResult | dict[str, Any]) -> str:
         "| bits | corners | ranges | cell NMI | curve-range NMI | shuffled-range NMI | curve / shuffled |",
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    th = r.get("purity_threshold") or {}
+    if th:
+        floor = r["config"]["floor"]
+        lines.insert(0, f"Pure: purity >= {th['value']:.3f} ({th['source']}) and main shift >= {floor}.\n")
     for b, m in r["curve_mi"].items():
         ratio = m["curve_over_shuffled"]
         lines.append(

@@ -398,7 +398,15 @@ def export_cmd(run_dir: Path, outdir: Path | None, classifier: Path | None, samp
 @click.option(
     "--mi-n", type=click.IntRange(min=2), default=4096, show_default=True, help="Faces for the curve MI."
 )
-@click.option("--purity", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True)
+@click.option(
+    "--purity",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=None,
+    help="Purity a pure direction needs. Default: above the purest random direction.",
+)
+@click.option(
+    "--random-k", type=click.IntRange(min=1), default=32, show_default=True, help="Random directions."
+)
 @click.option("--floor", type=click.FloatRange(0, 1), default=0.25, show_default=True)
 @click.option("--latentclr-steps", type=click.IntRange(min=1), default=300, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
@@ -416,7 +424,8 @@ def benchmark_cmd(
     steps: list[float],
     fit_n: int,
     mi_n: int,
-    purity: float,
+    purity: float | None,
+    random_k: int,
     floor: float,
     latentclr_steps: int,
     seed: int,
@@ -442,7 +451,7 @@ def benchmark_cmd(
     method_list = tuple(m.strip() for m in methods.split(",") if m.strip())
     config = GroundTruthConfig(
         n=n, steps=tuple(steps), k=k, bits=bit_list, methods=method_list, fit_n=fit_n, purity=purity,
-        floor=floor, mi_n=mi_n, latentclr_steps=latentclr_steps, seed=seed,
+        random_k=random_k, floor=floor, mi_n=mi_n, latentclr_steps=latentclr_steps, seed=seed,
     )  # fmt: skip
     try:
         config.check()

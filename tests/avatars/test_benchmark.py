@@ -19,6 +19,7 @@ from sfvq.avatars.benchmark import (
     grouped,
     markdown_report,
     normalised_mi,
+    purity_threshold,
     random_directions,
     run_ground_truth,
     summarise_effects,
@@ -64,6 +65,10 @@ def test_summary_purity_and_coverage() -> None:
     assert s["main_shift"][0] == pytest.approx(0.4)
     with pytest.raises(ValueError, match=r"\(M, T, 3\)"):
         summarise_effects(effects[:, :, :2], factors)
+    assert purity_threshold(GroundTruthConfig(purity=0.3), effects, factors) == (0.3, "given")
+    assert purity_threshold(GroundTruthConfig(), None, factors)[0] == 0.5
+    value, source = purity_threshold(GroundTruthConfig(), effects[1:], factors)  # purest random: 1.0
+    assert value > 1.0 and "random" in source
 
 
 def test_groups_nest_fine_factors_and_take_the_largest() -> None:
@@ -87,20 +92,22 @@ class _LinearSpace:
 
 
 class _ThresholdClassifier:
-    """Reads factor 'a' from channel 0 and 'b' from channel 1 (sharp sigmoids); 'c' never changes."""
+    """Reads factor 'a' from channel 0 and 'b' from channel 1 (sharp sigmoids), and 'c' from the size of
+    channel 2 whatever its sign (a change that both signs of an edit make alike, as a blur would)."""
 
     vocab = {"a": ("no", "yes"), "b": ("no", "yes"), "c": ("x", "y")}
 
     def predict_proba(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         m = images.mean(dim=(2, 3))  # (N, 3)
         pa, pb = torch.sigmoid(8 * m[:, 0]), torch.sigmoid(8 * m[:, 1])
-        half = torch.full_like(pa, 0.5)
-        return {k: torch.stack([1 - p, p], 1) for k, p in (("a", pa), ("b", pb), ("c", half))}
+        pc = torch.sigmoid(8 * (m[:, 2].abs() - 0.2))
+        return {k: torch.stack([1 - p, p], 1) for k, p in (("a", pa), ("b", pb), ("c", pc))}
 
 
 def test_direction_effects_find_the_axis_that_moves_one_factor() -> None:
     space, clf = _LinearSpace(), _ThresholdClassifier()
     full = torch.randn(64, 1, 3, generator=torch.Generator().manual_seed(0)) * 0.1 + 0.3  # mostly 'yes'
+    full[:, :, 2] = 0.0  # 'c' reads the same at +s and -s
     eye = torch.eye(3)
     dirs = DirectionSet(
         [
@@ -112,11 +119,12 @@ def test_direction_effects_find_the_axis_that_moves_one_factor() -> None:
     )
     shift, change = direction_effects(space, dirs, clf, full, (0.5, 1.0))
     assert shift.shape == change.shape == (4, 2, 3)
-    assert np.all(shift >= 0) and np.all(change >= shift - 1e-6)  # per-face change bounds the mean shift
+    assert np.all(shift >= 0) and np.all(shift <= 2 * change + 1e-6)  # TV(+s, -s) <= TV(+s, 0) + TV(0, -s)
     s = summarise_effects(shift, list(clf.vocab), purity=0.9, floor=0.1)
     assert s["main"][:2] == ["a", "b"] and s["purity"][0] > 0.99 and s["purity"][1] > 0.99
     assert 0.4 < s["purity"][2] < 0.6  # the diagonal splits its change between a and b
-    assert s["main_shift"][3] == pytest.approx(0.0, abs=1e-6)
+    assert s["main_shift"][3] == pytest.approx(0.0, abs=1e-6)  # 'none' changes 'c' only symmetrically...
+    assert change[3, -1, 2] > 0.3  # ...though every face's reading of 'c' changes
     assert s["covered"] == ["a", "b"]
     assert shift[0, 1, 0] > shift[0, 0, 0]  # the shift grows with the step
     with pytest.raises(ValueError, match="no std"):
@@ -155,21 +163,42 @@ def test_run_and_cli_on_a_tiny_world(tmp_path: Path) -> None:
     weights, clf_path = _tiny_world(tmp_path)
     G, clf = load_generator(str(weights)), load_classifier(clf_path)
     config = GroundTruthConfig(n=4, steps=(1.0,), k=2, bits=(2, 3), fit_n=300, mi_n=64, shuffles=3,
-                               latentclr_steps=2)  # fmt: skip
+                               latentclr_steps=2, random_k=3)  # fmt: skip
     res = run_ground_truth(G, clf, config)
     d = res.to_dict()
     assert list(d["methods"]) == ["sfvq-2bit", "sfvq-3bit", "ganspace", "sefa", "latentclr", "random"]
-    assert d["methods"]["sfvq-3bit"]["directions"] <= 7 and d["methods"]["random"]["directions"] == 2
+    assert d["methods"]["sfvq-3bit"]["directions"] <= 7 and d["methods"]["random"]["directions"] == 3
     assert np.asarray(d["effects"]["ganspace"]).shape == (2, 1, len(d["groups"]))
     assert set(d["curve_mi"]) == {"2", "3"} and d["curve_mi"]["3"]["corners"] == 8
     for s in d["methods"].values():
         assert all(0 <= p <= 1 for p in s["purity"]) and 0 <= s["coverage"] <= len(d["groups"])
     table = markdown_report(d)
     assert "| sfvq-3bit |" in table and "curve / shuffled" in table
+    # no direction counts as pure unless it is purer than every random direction
+    best_random = max(d["methods"]["random"]["purity"])
+    assert d["purity_threshold"]["value"] > best_random and d["methods"]["random"]["pure"] == 0
+    for s in d["methods"].values():
+        pure = [
+            p > best_random and m >= config.floor for p, m in zip(s["purity"], s["main_shift"], strict=True)
+        ]
+        assert s["pure"] == sum(pure)
 
     out = tmp_path / "bench"
     args = ["avatars", "benchmark", "--network", weights, "--classifier", clf_path, "--outdir", out]
-    args += ["--bits", "2", "--methods", "random,sefa", "--k", "2", "--n", "3", "--steps", "1"]
+    args += [
+        "--bits",
+        "2",
+        "--methods",
+        "random,sefa",
+        "--k",
+        "2",
+        "--random-k",
+        "2",
+        "--n",
+        "3",
+        "--steps",
+        "1",
+    ]
     args += ["--fit-n", "300", "--mi-n", "32", "--quiet", "--device", "cpu"]
     r = CliRunner().invoke(main, [str(a) for a in args])
     assert r.exit_code == 0, r.output
