@@ -13,6 +13,7 @@ On disk (``build_dataset(outdir, ...)``):
 
 * ``avatars.npz``: ``images_<R>`` (N, R, R, 3) uint8 for each resolution R;
 * ``factors.csv``: one row per face, columns ``index`` + the factor names, string values;
+* ``preview.png``: the first 64 faces in a grid;
 * ``dataset.json``: seed, count, resolutions, the factor vocabularies, package versions, sha256 of
   ``avatars.npz`` (written last: a data set without it is incomplete).
 """
@@ -48,6 +49,7 @@ __all__ = [
 ]
 
 DATASET_FILES = ("avatars.npz", "factors.csv", "dataset.json")
+PREVIEW_FILE = "preview.png"  # the first 64 faces in a grid
 NATIVE_SIZE = (264, 280)  # (width, height) of a python-avatars SVG
 CANVAS = 280  # square canvas the face is centred on before downscaling
 RESAMPLE = "lanczos"
@@ -407,6 +409,11 @@ def build_dataset(
         writer.writerow(["index", *names])
         for i, fac in enumerate(factors):
             writer.writerow([i, *(fac[k] for k in names)])
+    from sfvq.avatars.train import image_grid
+    from sfvq.io import save_png
+
+    top = max(res)  # a look at the first faces at the largest stored size
+    save_png(outdir / PREVIEW_FILE, image_grid(images[top][:64], cols=min(8, count)))
     write_json(
         meta_path,
         {

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from sfvq.avatars.dataset import (
     BACKGROUNDS,
@@ -93,8 +94,12 @@ def test_background_colour_fills_the_corners() -> None:
 
 
 def test_build_writes_images_factors_and_meta(built: Path) -> None:
-    assert sorted(p.name for p in built.iterdir()) == ["avatars.npz", "dataset.json", "factors.csv"]
+    names = ["avatars.npz", "dataset.json", "factors.csv", "preview.png"]
+    assert sorted(p.name for p in built.iterdir()) == names
+    preview = np.asarray(Image.open(built / "preview.png"))
+    assert preview.shape == (33 + 1, 6 * 33 + 1, 3)  # 6 faces of 32 px in one row, 1 px gaps
     with np.load(built / "avatars.npz") as z:
+        np.testing.assert_array_equal(preview[1:33, 1:33], z["images_32"][0])
         assert sorted(z.files) == ["images_16", "images_32"]
         assert z["images_32"].shape == (6, 32, 32, 3)
         assert z["images_16"].shape == (6, 16, 16, 3)
