@@ -105,7 +105,7 @@ def build_dataset(
 @click.option("--channel-base", type=click.IntRange(min=1), default=1024, show_default=True)
 @click.option("--channel-max", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.0025, show_default=True)
-@click.option("--r1-gamma", type=click.FloatRange(min=0), default=0.01, show_default=True)
+@click.option("--r1-gamma", type=click.FloatRange(min=0), default=1.0, show_default=True, help="R1 weight.")
 @click.option("--style-mixing", type=click.FloatRange(0, 1), default=0.9, show_default=True)
 @click.option("--ema-kimg", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True)
 @click.option("--noise/--no-noise", default=False, show_default=True, help="Per-pixel noise inputs in G.")

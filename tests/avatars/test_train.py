@@ -175,7 +175,7 @@ def test_resume_takes_the_same_next_steps(tmp_path: Path) -> None:
     with pytest.raises(TrainingError, match="g_lr"):
         other.load_state_dict(load_checkpoint(ckpt))
     # the R1 weight may change on resume; the change is recorded and survives the next checkpoint
-    softer = Trainer(images, TrainConfig(**{**TINY, "r1_gamma": TINY.get("r1_gamma", 0.01) * 10}))
+    softer = Trainer(images, TrainConfig(**{**TINY, "r1_gamma": config.r1_gamma * 10}))
     softer.load_state_dict(load_checkpoint(ckpt))
     assert softer.history == [{"nimg": first.nimg, "r1_gamma": [config.r1_gamma, config.r1_gamma * 10]}]
     softer.step()
