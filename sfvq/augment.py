@@ -146,6 +146,7 @@ def write_augmentation(
     outdir = Path(outdir)
     img_dir = outdir / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
+    (outdir / "labels.csv").unlink(missing_ok=True)  # written last: until then the folder is incomplete
     n = samples.points.shape[0]
     width = max(6, len(str(n - 1)))
     files = [f"images/{k:0{width}d}.png" for k in range(n)]
@@ -180,6 +181,10 @@ def write_augmentation(
         np.stack([preview[k] for k in keys]), [f"t={samples.t[k]:.2f}" for k in keys], cols=8
     )
     save_png(outdir / "preview.png", grid)
+    keep = {Path(f).name for f in files}
+    for old in img_dir.glob("*.png"):  # images of an earlier, larger run into the same folder
+        if old.stem.isdigit() and old.name not in keep:
+            old.unlink()
     with atomic_open(outdir / "labels.csv", "w") as f:
         f.write(labels_csv(samples, files))
     return {

@@ -117,3 +117,25 @@ def test_write_augmentation_files(model, tmp_path):
     assert Image.open(paths["preview"]).size[0] > 8 * 4
     assert labels_csv(s, [f"images/{k:06d}.png" for k in range(70)]) == paths["labels"].read_text()
     assert not [p for p in tmp_path.rglob(".*")]  # no temporary files left
+
+
+def test_rerun_with_fewer_samples_leaves_no_stale_images(model, tmp_path):
+    write_augmentation(_ToySpace(), sample_segment(model, 3, 2, 20, seed=1), tmp_path, progress=False)
+    (tmp_path / "images" / "notes.png").write_bytes(b"mine")  # not ours: kept
+    smaller = sample_segment(model, 3, 2, 5, seed=1)
+    paths = write_augmentation(_ToySpace(), smaller, tmp_path, progress=False)
+    names = sorted(p.name for p in (tmp_path / "images").iterdir())
+    assert names == [f"{k:06d}.png" for k in range(5)] + ["notes.png"]
+    assert paths["labels"].read_text().count("\n") == 6  # header + 5 rows
+
+
+def test_a_failed_rerun_does_not_look_complete(model, tmp_path):
+    write_augmentation(_ToySpace(), sample_segment(model, 3, 2, 4, seed=1), tmp_path, progress=False)
+
+    class Broken(_ToySpace):
+        def render(self, v):
+            raise RuntimeError("generator failed")
+
+    with pytest.raises(RuntimeError, match="generator failed"):
+        write_augmentation(Broken(), sample_segment(model, 3, 2, 4, seed=2), tmp_path, progress=False)
+    assert not (tmp_path / "labels.csv").exists()  # the earlier labels no longer vouch for the folder
