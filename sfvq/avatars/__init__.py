@@ -4,6 +4,8 @@
 * :mod:`sfvq.avatars.train`: compact StyleGAN2 training (our :mod:`sfvq.generators.stylegan2` modules,
   a residual discriminator, logistic loss, lazy R1, EMA) and the export of ``G_ema``.
 * :mod:`sfvq.avatars.classifier`: a small CNN that reads every factor from an image.
+* :mod:`sfvq.avatars.benchmark`: the ground-truth benchmark of direction methods (purity, coverage, and
+  how well ranges of the SFVQ curve separate factor values).
 
 The exported generator lives in ``sfvq/avatars/weights/`` and loads as ``builtin:avatars-sg2``
 (:func:`load_avatars_sg2`); this module imports neither torch-heavy code nor python-avatars until asked.

@@ -1,5 +1,5 @@
 """``sfvq avatars``: build the rendered-faces data set, train the small StyleGAN2 and the factor classifier,
-export ``builtin:avatars-sg2``."""
+export ``builtin:avatars-sg2``, and run the ground-truth benchmark of direction methods on it."""
 
 from __future__ import annotations
 
