@@ -20,7 +20,7 @@ $(BIN)/sfvq: pyproject.toml
 setup: $(BIN)/sfvq
 
 demo: setup
-	$(BIN)/sfvq run --network builtin:faces-dcgan --bits 6 --outdir runs/demo
+	$(BIN)/sfvq run --network builtin:avatars-sg2 --bits 6 --outdir runs/demo
 
 # Node packages of the offline face scorers (face-api); quiet, and instant when up to date.
 scorers:

@@ -30,3 +30,11 @@ def test_readme_main_job_is_what_make_demo_runs():
     makefile = (README.parent / "Makefile").read_text(encoding="utf-8")
     recipe = makefile.split("\ndemo:", 1)[1].split("\n\n", 1)[0]
     assert f"$(BIN)/{main_job}" in recipe
+
+
+def test_the_main_job_benchmark_times_the_readme_command():
+    from benchmarks.main_job import command
+
+    text = README.read_text(encoding="utf-8")
+    main_job = re.search(r"<!-- main-job -->.*?```bash\n(.*?)\n```", text, flags=re.S).group(1).strip()
+    assert main_job == "sfvq " + " ".join(command()) + " --outdir runs/demo"
