@@ -14,7 +14,10 @@ random directions, all in W and all applied to every layer):
   of its members' -> effects (directions, steps, groups). A change that both signs make alike (a
   blur, a degraded face) cancels; see :func:`direction_effects`.
 * **purity** of a direction: the share of its total change (summed over steps and factors) taken by its
-  main factor (1: it changes one factor only; 1/F for a change spread evenly over F factors).
+  main factor (1: it changes one factor only; 1/F for a change spread evenly over F factors). When
+  random directions are measured, each factor's shift is first divided by the mean shift random
+  directions make in it (its *chance* shift): readings of some factors (a 61-way hair style) move under
+  any edit, and would otherwise be every direction's main factor.
 * a direction is **pure** when its purity is above chance, above the highest purity among ``random_k``
   random directions (or at least a given ``purity``), and its main factor's shift at the largest
   step is at least ``floor`` (so that a direction that changes nothing is not called pure);
@@ -199,20 +202,28 @@ def grouped(effects: np.ndarray, factors: Sequence[str], groups: dict[str, Seque
 
 
 def summarise_effects(
-    effects: np.ndarray, factors: Sequence[str], purity: float = 0.5, floor: float = 0.1
+    effects: np.ndarray,
+    factors: Sequence[str],
+    purity: float = 0.5,
+    floor: float = 0.1,
+    chance: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Per direction: main factor, purity, the main factor's shift at the largest step and the total
     shift; per set: mean and best purity, number of pure directions, coverage.
 
-    ``effects`` (M, T, F): shifts per direction, step and factor (or factor group).
+    ``effects`` (M, T, F): shifts per direction, step and factor (or factor group). ``chance`` (F,), when
+    given, is each factor's typical shift under random directions: purity and the main factor are then
+    computed on ``effects / chance`` (a factor whose reading moves under any edit, such as a 61-way hair
+    style, no longer wins by its noise), while ``floor`` and the reported shifts stay in raw units.
     """
     if effects.ndim != 3 or effects.shape[2] != len(factors):
         raise ValueError(f"effects must be (M, T, {len(factors)}), got {effects.shape}")
-    total = effects.sum(axis=1)  # (M, F)
+    rel = effects if chance is None else effects / np.maximum(np.asarray(chance, dtype=float), 1e-12)
+    total = rel.sum(axis=1)  # (M, F)
     sums = total.sum(axis=1)  # (M,)
     main = total.argmax(axis=1)  # (M,)
     pur = np.where(sums > 0, total[np.arange(len(main)), main] / np.where(sums > 0, sums, 1), 0.0)
-    last = effects[np.arange(len(main)), -1, main]  # (M,) main factor's change at the largest step
+    last = effects[np.arange(len(main)), -1, main]  # (M,) main factor's raw shift at the largest step
     pure = (pur >= purity) & (last >= floor)
     covered = sorted({factors[i] for i in main[pure]})
     return {
@@ -231,7 +242,10 @@ def summarise_effects(
 
 
 def purity_threshold(
-    config: GroundTruthConfig, random_effects: np.ndarray | None, groups: Sequence[str]
+    config: GroundTruthConfig,
+    random_effects: np.ndarray | None,
+    groups: Sequence[str],
+    chance: np.ndarray | None = None,
 ) -> tuple[float, str]:
     """The purity a direction needs to count as pure: ``config.purity`` when set; else just above the
     highest purity any random direction reaches (what chance gives with this generator and read-out,
@@ -240,7 +254,7 @@ def purity_threshold(
         return float(config.purity), "given"
     if random_effects is None or len(random_effects) == 0:
         return 0.5, "default (no random directions measured)"
-    best = summarise_effects(random_effects, groups, 1.0, 0.0)["best_purity"]
+    best = summarise_effects(random_effects, groups, 1.0, 0.0, chance)["best_purity"]
     return float(np.nextafter(best, 2.0)), f"above the purest of {len(random_effects)} random directions"
 
 
@@ -323,6 +337,7 @@ class GroundTruthResult:
     factors: list[str]
     groups: dict[str, list[str]] = field(default_factory=dict)
     purity_threshold: dict[str, Any] = field(default_factory=dict)
+    chance: dict[str, float] | None = None  # mean shift per group under random directions (largest step)
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)
     curve_mi: dict[str, dict[str, Any]] = field(default_factory=dict)
     effects: dict[str, list] = field(default_factory=dict)
@@ -336,6 +351,7 @@ class GroundTruthResult:
             "factors": self.factors,
             "groups": self.groups,
             "purity_threshold": self.purity_threshold,
+            "chance": self.chance,
             "methods": self.methods,
             "curve_mi": self.curve_mi,
             "effects": self.effects,
@@ -417,11 +433,14 @@ def run_ground_truth(
         g_shift = grouped(shift, factors, groups)  # (M, T, G)
         per_face = grouped(change, factors, groups)[:, -1].sum(axis=1)  # (M,) at the largest step
         measured[name] = (g_shift, per_face, dset, time.perf_counter() - t)
-    threshold, source = purity_threshold(config, measured.get("random", (None,))[0], list(groups))
+    rand = measured.get("random", (None,))[0]
+    chance = None if rand is None else rand[:, -1].mean(axis=0)  # (G,) mean shift of a random direction
+    result.chance = None if chance is None else dict(zip(groups, chance.round(5).tolist(), strict=True))
+    threshold, source = purity_threshold(config, rand, list(groups), chance)
     result.purity_threshold = {"value": threshold, "source": source}
     say(f"pure: purity >= {threshold:.3f} ({source}) and main shift >= {config.floor}")
     for name, (g_shift, per_face, dset, seconds) in measured.items():
-        summary = summarise_effects(g_shift, list(groups), threshold, config.floor)
+        summary = summarise_effects(g_shift, list(groups), threshold, config.floor, chance)
         summary["face_change"] = per_face.tolist()
         summary["mean_face_change"] = float(per_face.mean())
         summary["names"] = list(dset.names)

@@ -65,6 +65,12 @@ def test_summary_purity_and_coverage() -> None:
     assert s["main_shift"][0] == pytest.approx(0.4)
     with pytest.raises(ValueError, match=r"\(M, T, 3\)"):
         summarise_effects(effects[:, :, :2], factors)
+    # a factor whose reading moves under any edit does not win by its noise once chance is divided out
+    noisy = np.array([[[0.30, 0.35, 0.05]]])  # (1, 1, 3): a moves 6x its chance, b about its chance
+    assert summarise_effects(noisy, factors)["main"] == ["b"]
+    fair = summarise_effects(noisy, factors, 0.5, 0.1, chance=np.array([0.05, 0.3, 0.05]))
+    assert fair["main"] == ["a"] and fair["main_shift"] == [0.30]  # reported shifts stay raw
+    assert fair["purity"][0] == pytest.approx(6 / (6 + 0.35 / 0.3 + 1))
     assert purity_threshold(GroundTruthConfig(purity=0.3), effects, factors) == (0.3, "given")
     assert purity_threshold(GroundTruthConfig(), None, factors)[0] == 0.5
     value, source = purity_threshold(GroundTruthConfig(), effects[1:], factors)  # purest random: 1.0
@@ -175,6 +181,7 @@ def test_run_and_cli_on_a_tiny_world(tmp_path: Path) -> None:
     table = markdown_report(d)
     assert "| sfvq-3bit |" in table and "curve / shuffled" in table
     # no direction counts as pure unless it is purer than every random direction
+    assert list(d["chance"]) == list(d["groups"]) and all(v >= 0 for v in d["chance"].values())
     best_random = max(d["methods"]["random"]["purity"])
     assert d["purity_threshold"]["value"] > best_random and d["methods"]["random"]["pure"] == 0
     for s in d["methods"].values():
