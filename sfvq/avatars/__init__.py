@@ -42,7 +42,7 @@ def _missing(what: str, path: Path) -> Any:
 
     return GeneratorError(
         f"{BUILTIN_NAME}: {what} ({path}). This generator is trained, not downloaded; train and "
-        f"export it (about 2 hours on 2 CPU cores) with: {TRAIN_COMMAND}"
+        f"export it (about 100 minutes on one CPU thread) with: {TRAIN_COMMAND}"
     )
 
 
