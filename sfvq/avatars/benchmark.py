@@ -135,8 +135,11 @@ class GroundTruthConfig:
 
 
 # ---------------------------------------------------------------------------------------------- effects
-def _probs(classifier: Any, images: torch.Tensor) -> dict[str, torch.Tensor]:
-    return classifier.predict_proba(images)
+def _read(space: Any, classifier: Any, full: torch.Tensor, batch_size: int) -> dict[str, torch.Tensor]:
+    """Render full latents (N, L, F) with fixed noise and read their factors: {factor: (N, K)}."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # the same noise for every image: only the latent differs
+        return classifier.predict_proba(space.render_full(full, batch_size))
 
 
 @torch.no_grad()
@@ -172,7 +175,7 @@ def direction_effects(
 
     factors = list(classifier.vocab)
     if base is None:
-        base = _probs(classifier, space.render_full(full, batch_size))
+        base = _read(space, classifier, full, batch_size)
     S = full.shape[0]
     shift = np.zeros((len(directions), len(steps), len(factors)))
     change = np.zeros_like(shift)
@@ -181,9 +184,7 @@ def direction_effects(
             raise ValueError(f"direction {d.name!r} has no std along it: steps in std units are undefined")
         sigmas = [sign * float(s) * d.std for s in steps for sign in (1, -1)]  # (2T,) step-major
         edited = torch.cat([space.edit(full, d.vector, sg, d.layers) for sg in sigmas])  # (2T*S, L, F)
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            p = _probs(classifier, space.render_full(edited, batch_size))
+        p = _read(space, classifier, edited, batch_size)
         for f, name in enumerate(factors):
             q = p[name].reshape(len(steps), 2, S, -1)  # (T, 2, S, K)
             b = base[name][None, None]  # (1, 1, S, K)
@@ -359,10 +360,6 @@ class GroundTruthResult:
         }
 
 
-def _seeds_for(config: GroundTruthConfig) -> list[int]:
-    return list(range(config.seed, config.seed + config.n))
-
-
 def run_ground_truth(
     G: Any,
     classifier: Any,
@@ -398,10 +395,8 @@ def run_ground_truth(
         raise ValueError(f"the curve has no bitrate {missing}; it has {sorted(model.codebooks_)}")
     factors = list(classifier.vocab)
     result = GroundTruthResult(config, str(G.name), factors)
-    full = space.encode_seeds(_seeds_for(config))  # (n, L, W)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        base = _probs(classifier, space.render_full(full, config.batch_size))
+    full = space.encode_seeds(range(config.seed, config.seed + config.n))  # (n, L, W)
+    base = _read(space, classifier, full, config.batch_size)
 
     sets: list[tuple[str, DirectionSet]] = []
     for b in config.bits:
@@ -455,9 +450,7 @@ def run_ground_truth(
     # index ranges of the curve against factor values of sampled latents
     say(f"curve ranges: reading the factors of {config.mi_n} sampled faces")
     Xm = space.sample(config.mi_n, config.seed + 1, progress=False)  # (mi_n, W) disjoint from the fit
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        pm = _probs(classifier, space.render(torch.from_numpy(np.asarray(Xm)), config.batch_size))
+    pm = _read(space, classifier, space.to_full(torch.from_numpy(np.asarray(Xm))), config.batch_size)
     labels = {g: pm[members[0]].argmax(dim=1).numpy() for g, members in groups.items()}  # finest member
     for b in config.bits:
         idx = np.asarray(model.predict(np.asarray(Xm, dtype=np.float32), bits=b))
