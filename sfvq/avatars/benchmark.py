@@ -5,7 +5,8 @@ factor (glasses, mouth, hair, skin, background, ...) from any image, so a direct
 measured factor by factor instead of through face-analysis proxies.
 
 For every direction of every method (SFVQ segments at several bitrates, GANSpace, SeFa, LatentCLR and
-random directions, all in W and all applied to every layer):
+random directions, all in W, applied to every style layer or to one range of them, ``layers``; SeFa then
+factorises only those layers' affines):
 
 * **effect** (shift): ``n`` seeds are edited by ``+s`` and ``-s`` (``s`` in ``steps``, in std units of the
   data along the direction); for each factor, the total-variation distance ``0.5 * sum_v |P_v(+s) -
@@ -105,6 +106,7 @@ class GroundTruthConfig:
     latentclr_steps: int = 300
     seed: int = 0
     batch_size: int = 128
+    layers: tuple[int, int] | None = None  # W+ layers every edit touches (start, stop exclusive); None: all
 
     def check(self) -> None:
         """Raise ValueError naming the first unusable setting."""
@@ -398,16 +400,24 @@ def run_ground_truth(
     full = space.encode_seeds(range(config.seed, config.seed + config.n))  # (n, L, W)
     base = _read(space, classifier, full, config.batch_size)
 
+    if config.layers is not None and not 0 <= config.layers[0] < config.layers[1] <= space.num_ws:
+        raise ValueError(f"layer range {config.layers} is outside {G.name}'s layers 0-{space.num_ws - 1}")
+
+    def on_layers(dset: DirectionSet) -> DirectionSet:
+        for d in dset:
+            d.layer_start, d.layer_stop = config.layers if config.layers is not None else (None, None)
+        return dset
+
     sets: list[tuple[str, DirectionSet]] = []
     for b in config.bits:
-        sets.append((f"sfvq-{b}bit", _segments(model, space, b, X)))
+        sets.append((f"sfvq-{b}bit", on_layers(_segments(model, space, b, X))))
     for method in config.methods:
         t = time.perf_counter()
         if method == "random":
-            dset = random_directions(space.dim, config.random_k, config.seed, X)
+            dset = on_layers(random_directions(space.dim, config.random_k, config.seed, X))
         else:
             md = method_directions(
-                method, G, k=config.k, n=config.fit_n, seed=config.seed,
+                method, G, k=config.k, n=config.fit_n, seed=config.seed, layers=config.layers,
                 latentclr={"steps": config.latentclr_steps}, progress=progress,
             )  # fmt: skip
             if md.space.kind != "w":

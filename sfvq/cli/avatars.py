@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from sfvq.cli.options import DEVICE, FLOATS
+from sfvq.cli.options import DEVICE, FLOATS, LAYER_RANGE
 
 _DEFAULT_DATA = "runs/avatars-data"
 
@@ -409,6 +409,9 @@ def export_cmd(run_dir: Path, outdir: Path | None, classifier: Path | None, samp
 )
 @click.option("--floor", type=click.FloatRange(0, 1), default=0.25, show_default=True)
 @click.option("--latentclr-steps", type=click.IntRange(min=1), default=300, show_default=True)
+@click.option(
+    "--layers", type=LAYER_RANGE, default=None, help="W+ layers every edit touches, e.g. 4-7 (default: all)."
+)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--device", type=DEVICE, default=None, help="Default: cuda if available, else cpu.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch CPU threads.")
@@ -428,6 +431,7 @@ def benchmark_cmd(
     random_k: int,
     floor: float,
     latentclr_steps: int,
+    layers: tuple[int, int] | None,
     seed: int,
     device: str | None,
     threads: int | None,
@@ -451,7 +455,7 @@ def benchmark_cmd(
     method_list = tuple(m.strip() for m in methods.split(",") if m.strip())
     config = GroundTruthConfig(
         n=n, steps=tuple(steps), k=k, bits=bit_list, methods=method_list, fit_n=fit_n, purity=purity,
-        random_k=random_k, floor=floor, mi_n=mi_n, latentclr_steps=latentclr_steps, seed=seed,
+        random_k=random_k, floor=floor, layers=layers, mi_n=mi_n, latentclr_steps=latentclr_steps, seed=seed,
     )  # fmt: skip
     try:
         config.check()

@@ -206,14 +206,17 @@ def test_run_and_cli_on_a_tiny_world(tmp_path: Path) -> None:
         "--steps",
         "1",
     ]
-    args += ["--fit-n", "300", "--mi-n", "32", "--quiet", "--device", "cpu"]
+    args += ["--fit-n", "300", "--mi-n", "32", "--layers", "2-3", "--quiet", "--device", "cpu"]
     r = CliRunner().invoke(main, [str(a) for a in args])
     assert r.exit_code == 0, r.output
     saved = json.loads((out / "benchmark.json").read_text())
     assert list(saved["methods"]) == ["sfvq-2bit", "random", "sefa"]  # in the order asked
+    assert saved["config"]["layers"] == [2, 4]  # edits touched W+ layers 2-3 only
     assert (out / "benchmark.md").read_text() in r.output
     bad = CliRunner().invoke(main, [str(a) for a in [*args[:-2], "--methods", "pca"]])
     assert bad.exit_code == 2 and "unknown methods" in bad.output
+    bad = CliRunner().invoke(main, [str(a) for a in [*args, "--layers", "4-9"]])
+    assert bad.exit_code == 2 and "outside" in bad.output
     bad = CliRunner().invoke(main, [str(a) for a in [*args, "--bits", "x"]])
     assert bad.exit_code == 2 and "--bits" in bad.output
     dcgan = ["avatars", "benchmark", "--network", "builtin:faces-dcgan", "--classifier", str(clf_path)]
