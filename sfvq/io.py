@@ -153,6 +153,19 @@ FLAG_COLOUR = (220, 20, 20)
 TEXT_COLOUR = (0, 0, 0)
 
 
+def image_grid(images: np.ndarray, cols: int = 8, pad: int = 1) -> np.ndarray:
+    """Tile (N, H, W, 3) uint8 images into one (rows*(H+pad)+pad, cols*(W+pad)+pad, 3) uint8 image."""
+    n, h, w, c = images.shape
+    rows = math.ceil(n / cols)
+    out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), 255, np.uint8)
+    for i in range(n):
+        r, k = divmod(i, cols)
+        out[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + k * (w + pad) : pad + k * (w + pad) + w] = (
+            images[i]
+        )
+    return out
+
+
 def labelled_grid(
     images: np.ndarray,
     labels: Sequence[str],

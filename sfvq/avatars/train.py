@@ -44,6 +44,7 @@ from sfvq.generators.stylegan2 import (
     SynthesisNetwork,
     ToRGBLayer,
 )
+from sfvq.io import image_grid
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -654,19 +655,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 # The training run
 # ----------------------------------------------------------------------------------------------
-
-
-def image_grid(images: np.ndarray, cols: int = 8, pad: int = 1) -> np.ndarray:
-    """Tile (N, H, W, 3) uint8 images into one (rows*(H+pad)+pad, cols*(W+pad)+pad, 3) uint8 image."""
-    n, h, w, c = images.shape
-    rows = math.ceil(n / cols)
-    out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), 255, np.uint8)
-    for i in range(n):
-        r, k = divmod(i, cols)
-        out[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + k * (w + pad) : pad + k * (w + pad) + w] = (
-            images[i]
-        )
-    return out
 
 
 def _default_device() -> str:
