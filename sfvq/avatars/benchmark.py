@@ -24,6 +24,13 @@ factorises only those layers' affines):
   step is at least ``floor`` (so that a direction that changes nothing is not called pure);
   **coverage** is the number of factors that are the main factor of at least one pure direction.
 
+Steps in std units favour directions along the data's largest variation (they change faces most), so
+purity is also compared at a **matched effect size**: for each direction, at the step where its per-face
+change (total-variation distance from the original face, summed over groups) first reaches
+``match_change``, interpolated linearly between the measured steps (and from 0 at step 0), with the chance
+shifts of random directions taken at the same change; directions that never change faces that much up to
+the largest step are counted as not reached.
+
 For SFVQ, also whether index *ranges* of the curve separate factor values: ``mi_n`` sampled latents
 are rendered, their factors read, and each is assigned to its nearest corner; the normalised mutual
 information ``I(range; factor) / H(factor)`` between the range of consecutive corners holding it and
@@ -99,7 +106,7 @@ class GroundTruthConfig:
     fit_n: int = 20_000  # W samples for the curve, the PCA and the stds
     purity: float | None = None  # None: the purest random direction's purity (see purity_threshold)
     random_k: int = 32  # random directions: the reference for chance purity
-    floor: float = 0.1
+    floor: float = 0.25
     mi_n: int = 4096
     mi_ranges: int = 8  # ranges of consecutive corners at each bitrate (finer bitrates: longer ranges)
     shuffles: int = 50
@@ -107,6 +114,7 @@ class GroundTruthConfig:
     seed: int = 0
     batch_size: int = 128
     layers: tuple[int, int] | None = None  # W+ layers every edit touches (start, stop exclusive); None: all
+    match_change: float = 1.0  # per-face change (summed over groups) at which purities are also compared
 
     def check(self) -> None:
         """Raise ValueError naming the first unusable setting."""
@@ -132,6 +140,8 @@ class GroundTruthConfig:
             )
         if len(set(self.methods)) != len(self.methods) or len(set(self.bits)) != len(self.bits):
             raise ValueError(f"a method or bitrate is listed twice ({self.methods}, {self.bits})")
+        if not self.match_change > 0:
+            raise ValueError(f"match_change must be > 0, got {self.match_change}")
         if self.mi_ranges < 2:
             raise ValueError(f"mi_ranges must be >= 2, got {self.mi_ranges}")
 
@@ -242,6 +252,36 @@ def summarise_effects(
         "coverage": len(covered),
         "covered": covered,
     }
+
+
+def at_matched_change(
+    effects: np.ndarray, face_change: np.ndarray, steps: Sequence[float], target: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each direction's effects at the step where its per-face change first reaches ``target``.
+
+    ``effects`` (M, T, G) and ``face_change`` (M, T) per step ``steps`` (increasing); both are taken as 0
+    at step 0 and linear between steps. Returns (effects at the matched step (M, G), the matched step
+    (M,), reached (M,) bool); a direction whose change stays below ``target`` up to the largest step is
+    not reached (its row is NaN).
+    """
+    M, T, G = effects.shape
+    x = np.concatenate([[0.0], np.asarray(steps, dtype=float)])  # (T+1,)
+    change = np.concatenate([np.zeros((M, 1)), face_change], axis=1)  # (M, T+1)
+    eff = np.concatenate([np.zeros((M, 1, G)), effects], axis=1)  # (M, T+1, G)
+    out = np.full((M, G), np.nan)
+    step = np.full(M, np.nan)
+    reached = np.zeros(M, dtype=bool)
+    for m in range(M):
+        above = np.nonzero(change[m] >= target)[0]
+        if len(above) == 0:
+            continue
+        j = int(above[0])  # >= 1: change[m, 0] == 0 < target
+        lo, hi = change[m, j - 1], change[m, j]
+        w = (target - lo) / (hi - lo) if hi > lo else 1.0
+        out[m] = eff[m, j - 1] + w * (eff[m, j] - eff[m, j - 1])
+        step[m] = x[j - 1] + w * (x[j] - x[j - 1])
+        reached[m] = True
+    return out, step, reached
 
 
 def purity_threshold(
@@ -436,7 +476,7 @@ def run_ground_truth(
             progress=progress, label=f"{name}: editing",
         )  # fmt: skip
         g_shift = grouped(shift, factors, groups)  # (M, T, G)
-        per_face = grouped(change, factors, groups)[:, -1].sum(axis=1)  # (M,) at the largest step
+        per_face = grouped(change, factors, groups).sum(axis=2)  # (M, T) per-face change per step
         measured[name] = (g_shift, per_face, dset, time.perf_counter() - t)
     rand = measured.get("random", (None,))[0]
     chance = None if rand is None else rand[:, -1].mean(axis=0)  # (G,) mean shift of a random direction
@@ -444,10 +484,31 @@ def run_ground_truth(
     threshold, source = purity_threshold(config, rand, list(groups), chance)
     result.purity_threshold = {"value": threshold, "source": source}
     say(f"pure: purity >= {threshold:.3f} ({source}) and main shift >= {config.floor}")
+    matched = {
+        name: at_matched_change(g_shift, per_face, config.steps, config.match_change)
+        for name, (g_shift, per_face, _, _) in measured.items()
+    }
+    m_chance = None
+    if "random" in matched and matched["random"][2].any():
+        m_chance = np.nanmean(matched["random"][0], axis=0)  # (G,) random directions at the same change
     for name, (g_shift, per_face, dset, seconds) in measured.items():
         summary = summarise_effects(g_shift, list(groups), threshold, config.floor, chance)
-        summary["face_change"] = per_face.tolist()
-        summary["mean_face_change"] = float(per_face.mean())
+        summary["face_change"] = per_face[:, -1].tolist()
+        summary["mean_face_change"] = float(per_face[:, -1].mean())
+        eff, step, reached = matched[name]
+        if reached.any():
+            ms = summarise_effects(eff[reached][:, None], list(groups), 1.0, 0.0, m_chance)
+            summary["matched"] = {
+                "reached": int(reached.sum()),
+                "mean_purity": ms["mean_purity"],
+                "best_purity": ms["best_purity"],
+                "mean_step": float(np.nanmean(step)),
+                "main": ms["main"],
+                "purity": ms["purity"],
+                "names": [n for n, r in zip(dset.names, reached, strict=True) if r],
+            }
+        else:
+            summary["matched"] = {"reached": 0}
         summary["names"] = list(dset.names)
         summary["seconds"] = round(seconds, 1)
         result.methods[name] = summary
@@ -478,15 +539,17 @@ def markdown_report(result: GroundTruthResult | dict[str, Any]) -> str:
     F = len(r.get("groups") or r["factors"])
     lines = [
         "| method | directions | mean purity | best purity | mean main shift | mean per-face change | pure | "
-        f"coverage (of {F}) | factors with a pure direction |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"coverage (of {F}) | factors with a pure direction | matched: reached | matched: mean purity |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for name, s in r["methods"].items():
         covered = ", ".join(s["covered"]) or "-"
+        m = s.get("matched") or {"reached": 0}
+        mp = f"{m['mean_purity']:.3f}" if m["reached"] else "-"
         lines.append(
             f"| {name} | {s['directions']} | {s['mean_purity']:.3f} | {s['best_purity']:.3f} | "
             f"{s['mean_main_shift']:.3f} | {s['mean_face_change']:.2f} | {s['pure']} | {s['coverage']} | "
-            f"{covered} |"
+            f"{covered} | {m['reached']} | {mp} |"
         )
     lines += [
         "",
@@ -496,7 +559,12 @@ def markdown_report(result: GroundTruthResult | dict[str, Any]) -> str:
     th = r.get("purity_threshold") or {}
     if th:
         floor = r["config"]["floor"]
-        lines.insert(0, f"Pure: purity >= {th['value']:.3f} ({th['source']}) and main shift >= {floor}.\n")
+        match = r["config"].get("match_change")
+        lines.insert(
+            0,
+            f"Pure: purity >= {th['value']:.3f} ({th['source']}) and main shift >= {floor}. Matched: "
+            f"purity at the step where a direction's per-face change reaches {match}.\n",
+        )
     for b, m in r["curve_mi"].items():
         ratio = m["curve_over_shuffled"]
         lines.append(

@@ -410,6 +410,13 @@ def export_cmd(run_dir: Path, outdir: Path | None, classifier: Path | None, samp
 @click.option("--floor", type=click.FloatRange(0, 1), default=0.25, show_default=True)
 @click.option("--latentclr-steps", type=click.IntRange(min=1), default=300, show_default=True)
 @click.option(
+    "--match-change",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Per-face change at which purities are also compared (matched effect size).",
+)
+@click.option(
     "--layers", type=LAYER_RANGE, default=None, help="W+ layers every edit touches, e.g. 4-7 (default: all)."
 )
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
@@ -431,6 +438,7 @@ def benchmark_cmd(
     random_k: int,
     floor: float,
     latentclr_steps: int,
+    match_change: float,
     layers: tuple[int, int] | None,
     seed: int,
     device: str | None,
@@ -455,7 +463,8 @@ def benchmark_cmd(
     method_list = tuple(m.strip() for m in methods.split(",") if m.strip())
     config = GroundTruthConfig(
         n=n, steps=tuple(steps), k=k, bits=bit_list, methods=method_list, fit_n=fit_n, purity=purity,
-        random_k=random_k, floor=floor, layers=layers, mi_n=mi_n, latentclr_steps=latentclr_steps, seed=seed,
+        random_k=random_k, floor=floor, layers=layers, match_change=match_change, mi_n=mi_n,
+        latentclr_steps=latentclr_steps, seed=seed,
     )  # fmt: skip
     try:
         config.check()

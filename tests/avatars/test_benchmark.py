@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from sfvq.avatars.benchmark import (
     FACTOR_GROUPS,
     GroundTruthConfig,
+    at_matched_change,
     curve_mutual_information,
     direction_effects,
     factor_groups,
@@ -137,6 +138,19 @@ def test_direction_effects_find_the_axis_that_moves_one_factor() -> None:
         direction_effects(space, DirectionSet([Direction("x", eye[0])]), clf, full, (1.0,))
 
 
+def test_matched_change_interpolates_between_steps() -> None:
+    steps = (0.5, 1.0)
+    effects = np.array([[[0.1, 0.0], [0.3, 0.2]], [[0.0, 0.0], [0.0, 0.1]]])  # (2, 2, 2)
+    change = np.array([[0.5, 1.5], [0.1, 0.2]])  # direction 0 reaches 1.0 halfway to step 1; 1 never
+    eff, step, reached = at_matched_change(effects, change, steps, 1.0)
+    assert reached.tolist() == [True, False]
+    np.testing.assert_allclose(eff[0], [0.2, 0.1])
+    assert step[0] == pytest.approx(0.75) and np.isnan(step[1]) and np.isnan(eff[1]).all()
+    eff, step, _ = at_matched_change(effects, change, steps, 0.25)  # before the first step: from 0
+    np.testing.assert_allclose(eff[0], [0.05, 0.0])
+    assert step[0] == pytest.approx(0.25)
+
+
 def test_random_directions_are_unit_and_seeded() -> None:
     X = np.random.default_rng(0).normal(size=(500, 6)) * np.arange(1, 7)
     a, b = random_directions(6, 4, 3, X), random_directions(6, 4, 3, X)
@@ -179,7 +193,12 @@ def test_run_and_cli_on_a_tiny_world(tmp_path: Path) -> None:
     for s in d["methods"].values():
         assert all(0 <= p <= 1 for p in s["purity"]) and 0 <= s["coverage"] <= len(d["groups"])
     table = markdown_report(d)
-    assert "| sfvq-3bit |" in table and "curve / shuffled" in table
+    assert "| sfvq-3bit |" in table and "curve / shuffled" in table and "matched" in table
+    for s in d["methods"].values():
+        m = s["matched"]
+        assert 0 <= m["reached"] <= s["directions"]
+        if m["reached"]:
+            assert len(m["purity"]) == len(m["names"]) == m["reached"] and 0 < m["mean_purity"] <= 1
     # no direction counts as pure unless it is purer than every random direction
     assert list(d["chance"]) == list(d["groups"]) and all(v >= 0 for v in d["chance"].values())
     best_random = max(d["methods"]["random"]["purity"])
