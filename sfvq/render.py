@@ -52,8 +52,6 @@ def render_vectors(
     )
 
 
-
-
 def panoptic_map(images: np.ndarray, flagged: Collection[int] = (), cols: int | None = None) -> Image.Image:
     """The panoptic map of a curve: corner images (K, H, W, C) in curve order, index under each."""
     return labelled_grid(images, [str(i) for i in range(len(images))], cols, pad=3, flagged=flagged)

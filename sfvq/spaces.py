@@ -169,7 +169,14 @@ class LatentSpace:
                 )
             )
         z = sample_latents(
-            self.G, n, "z", seed, self.truncation_psi, self.truncation_cutoff, self.class_idx, batch_size,
+            self.G,
+            n,
+            "z",
+            seed,
+            self.truncation_psi,
+            self.truncation_cutoff,
+            self.class_idx,
+            batch_size,
             progress=False,
         )
         from sfvq.progress import track
