@@ -89,8 +89,8 @@ def factor_groups(factors: Sequence[str]) -> dict[str, tuple[str, ...]]:
     have = set(factors)
     out = {g: tuple(m for m in members if m in have) for g, members in FACTOR_GROUPS.items()}
     out = {g: m for g, m in out.items() if m}
-    grouped = {m for members in out.values() for m in members}
-    out.update({f: (f,) for f in factors if f not in grouped})
+    placed = {m for members in out.values() for m in members}
+    out.update({f: (f,) for f in factors if f not in placed})
     return out
 
 
@@ -99,7 +99,7 @@ class GroundTruthConfig:
     """Settings of :func:`run_ground_truth` (all recorded with the result)."""
 
     n: int = 48  # seeds edited per direction
-    steps: tuple[float, ...] = (1.0, 2.0, 3.0)  # std units, applied with both signs
+    steps: tuple[float, ...] = (0.25, 0.5, 1.0)  # std units, applied with both signs
     k: int = 15  # directions per baseline method (SFVQ at 4 bits has 15 segments)
     bits: tuple[int, ...] = (3, 4, 5, 6)  # SFVQ bitrates whose segments are measured
     methods: tuple[str, ...] = ("ganspace", "sefa", "latentclr", "random")
@@ -171,8 +171,7 @@ def direction_effects(
 
     ``full`` (S, L, F) are the seeds' full latents in ``space``; each direction (with its std: steps are
     in std units) edits them by ``+s`` and ``-s``; ``base`` are the unedited seeds' probabilities
-    (computed when None). Returns two (M, T, F_factors) float64 arrays, factors in the classifier's order,
-    both averaged over the two signs:
+    (computed when None). Returns two (M, T, F_factors) float64 arrays, factors in the classifier's order:
 
     * ``shift``: total-variation distance between the *mean* predicted distributions over the seeds
       edited by ``+s`` and by ``-s``: the systematic, signed change (e.g. the share of faces read as

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from sfvq.avatars.benchmark import GroundTruthConfig
 from sfvq.cli.options import DEVICE, FLOATS, LAYER_RANGE
 
 _DEFAULT_DATA = "runs/avatars-data"
@@ -356,6 +357,9 @@ def export_cmd(run_dir: Path, outdir: Path | None, classifier: Path | None, samp
         )
 
 
+_GT = GroundTruthConfig()  # the library's benchmark settings are the command's defaults
+
+
 @avatars.command("benchmark")
 @click.option(
     "--network",
@@ -376,27 +380,30 @@ def export_cmd(run_dir: Path, outdir: Path | None, classifier: Path | None, samp
     show_default=True,
 )
 @click.option(
-    "--bits", default="3,4,5,6", show_default=True, help="SFVQ bitrates whose segments are measured."
+    "--bits",
+    default=",".join(map(str, _GT.bits)),
+    show_default=True,
+    help="SFVQ bitrates whose segments are measured.",
+)
+@click.option("--methods", default=",".join(_GT.methods), show_default=True, help="Directions beside SFVQ.")
+@click.option(
+    "--k", type=click.IntRange(min=1), default=_GT.k, show_default=True, help="Directions per method."
 )
 @click.option(
-    "--methods", default="ganspace,sefa,latentclr,random", show_default=True, help="Directions beside SFVQ."
-)
-@click.option("--k", type=click.IntRange(min=1), default=15, show_default=True, help="Directions per method.")
-@click.option(
-    "--n", type=click.IntRange(min=2), default=48, show_default=True, help="Seeds edited per direction."
+    "--n", type=click.IntRange(min=2), default=_GT.n, show_default=True, help="Seeds edited per direction."
 )
 @click.option(
     "--steps",
     type=FLOATS,
-    default="0.25,0.5,1",
+    default=",".join(f"{s:g}" for s in _GT.steps),
     show_default=True,
     help="Edit sizes (std units, both signs).",
 )
 @click.option(
-    "--fit-n", type=click.IntRange(min=2), default=20_000, show_default=True, help="W samples to fit."
+    "--fit-n", type=click.IntRange(min=2), default=_GT.fit_n, show_default=True, help="W samples to fit."
 )
 @click.option(
-    "--mi-n", type=click.IntRange(min=2), default=4096, show_default=True, help="Faces for the curve MI."
+    "--mi-n", type=click.IntRange(min=2), default=_GT.mi_n, show_default=True, help="Faces for the curve MI."
 )
 @click.option(
     "--purity",
@@ -405,14 +412,18 @@ def export_cmd(run_dir: Path, outdir: Path | None, classifier: Path | None, samp
     help="Purity a pure direction needs. Default: above the purest random direction.",
 )
 @click.option(
-    "--random-k", type=click.IntRange(min=1), default=32, show_default=True, help="Random directions."
+    "--random-k",
+    type=click.IntRange(min=1),
+    default=_GT.random_k,
+    show_default=True,
+    help="Random directions.",
 )
-@click.option("--floor", type=click.FloatRange(0, 1), default=0.25, show_default=True)
-@click.option("--latentclr-steps", type=click.IntRange(min=1), default=300, show_default=True)
+@click.option("--floor", type=click.FloatRange(0, 1), default=_GT.floor, show_default=True)
+@click.option("--latentclr-steps", type=click.IntRange(min=1), default=_GT.latentclr_steps, show_default=True)
 @click.option(
     "--match-change",
     type=click.FloatRange(min=0, min_open=True),
-    default=1.0,
+    default=_GT.match_change,
     show_default=True,
     help="Per-face change at which purities are also compared (matched effect size).",
 )
@@ -447,7 +458,7 @@ def benchmark_cmd(
 ) -> None:
     """Ground-truth benchmark: each method's directions, factor by factor (purity, coverage), and how well
     ranges of the SFVQ curve separate factor values. Prints the tables; writes benchmark.json and .md."""
-    from sfvq.avatars.benchmark import GroundTruthConfig, markdown_report, run_ground_truth
+    from sfvq.avatars.benchmark import markdown_report, run_ground_truth
     from sfvq.avatars.classifier import ClassifierError, load_avatars_classifier, load_classifier
     from sfvq.generators.base import GeneratorError
     from sfvq.generators.registry import load_generator
