@@ -73,7 +73,7 @@ def work_aniso(repeats: int, quick: bool, threads: int | None) -> dict[str, Any]
     for seed in range(repeats):
         start, cpu = time.perf_counter(), time.process_time()
         m = SFVQ(6, random_state=seed, verbose=False).fit(X)
-        runs.append((time.perf_counter() - start, time.process_time() - cpu, m.score(X) / tv, m))
+        runs.append((time.perf_counter() - start, time.process_time() - cpu, -m.score(X) / tv, m))
     nmses = [r[2] for r in runs]
     model = runs[0][3]
     rows.append(
@@ -95,7 +95,7 @@ def work_aniso(repeats: int, quick: bool, threads: int | None) -> dict[str, Any]
                     "name": f"authors' schedule, init={init}",
                     "seconds": time.perf_counter() - start,
                     "cpu_seconds": time.process_time() - cpu,
-                    "nmse": m.score(X) / tv,
+                    "nmse": -m.score(X) / tv,
                     "runs": 1,
                 }
             )
@@ -106,7 +106,7 @@ def work_aniso(repeats: int, quick: bool, threads: int | None) -> dict[str, Any]
     q_exact, _ = _timed(lambda: model.quantize(X), 5)
     t_exact, _ = _timed(lambda: model.transform(X), 5)
     q_adj, _ = _timed(lambda: model.quantize(X, method="adjacent"), 5)
-    exact_err = model.score(X)
+    exact_err = -model.score(X)
     adj_err = float(model.project(X, method="adjacent").sqdist.double().mean())
     return {
         "fit": rows,
@@ -160,7 +160,7 @@ def work_spiral(repeats: int, threads: int | None) -> dict[str, Any]:
     jumps = int((np.abs(np.diff(pos)) > 0.05).sum())  # consecutive corners far apart along the spiral
     return {
         "seconds": secs,
-        "nmse": m.score(X) / m.total_variance_,
+        "nmse": -m.score(X) / m.total_variance_,
         "jumps": jumps,
         "segments": len(C) - 1,
         "peak_mib": _peak_mib(),

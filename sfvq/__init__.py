@@ -1,18 +1,19 @@
 """sfvq: space-filling vector quantization for readable GAN latent spaces.
 
-The public API is what this module exports. The core (``SFVQ``) needs only torch and numpy; the rest is
-imported on first use, so ``import sfvq`` stays light.
+The public API is what this module exports. Every name is imported on first use (torch included), so
+``import sfvq`` and ``sfvq.__version__`` stay light: the command line starts without loading torch.
 """
 
 from importlib import import_module
 from typing import Any
 
-__version__ = "0.1.0"
-
-from sfvq.curve import Projection  # noqa: E402
-from sfvq.quantizer import SFVQ, ModelFileError, NotFittedError  # noqa: E402
+from sfvq._version import __version__
 
 _LAZY = {
+    "SFVQ": "sfvq.quantizer",
+    "ModelFileError": "sfvq.quantizer",
+    "NotFittedError": "sfvq.quantizer",
+    "Projection": "sfvq.curve",
     "Generator": "sfvq.generators.base",
     "GeneratorError": "sfvq.generators.base",
     "to_uint8": "sfvq.generators.base",
@@ -22,6 +23,7 @@ _LAZY = {
     "Direction": "sfvq.directions",
     "DirectionSet": "sfvq.directions",
     "segment_directions": "sfvq.directions",
+    "Run": "sfvq.runs",
     "RunConfig": "sfvq.pipeline",
     "run_pipeline": "sfvq.pipeline",
 }
@@ -33,4 +35,8 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'sfvq' has no attribute {name!r}")
 
 
-__all__ = ["SFVQ", "ModelFileError", "NotFittedError", "Projection", "__version__", *_LAZY]
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
+__all__ = ["__version__", *_LAZY]

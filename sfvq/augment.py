@@ -139,7 +139,8 @@ def write_augmentation(
     gives the same images for the same seed (on the same device).
     """
     from sfvq.generators.base import to_uint8
-    from sfvq.io import atomic_open, labelled_grid, save_npy_with_sidecar, save_png
+    from sfvq.images import labelled_grid
+    from sfvq.io import atomic_open, save_npy_with_sidecar, save_png
     from sfvq.progress import track
     from sfvq.spaces import check_finite
 

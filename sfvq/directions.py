@@ -203,7 +203,7 @@ class DirectionSet:
 
     def describe(self) -> dict[str, Any]:
         """The JSON description written to the file's metadata and sidecar."""
-        from sfvq import __version__
+        from sfvq._version import __version__
 
         return {
             "format": FORMAT_NAME,
@@ -233,32 +233,14 @@ class DirectionSet:
     @classmethod
     def load(cls, path: str | os.PathLike) -> DirectionSet:
         """Read a set written by :meth:`save`; errors say why a file is not one."""
-        from safetensors import SafetensorError, safe_open
+        from sfvq.io import read_safetensors_with_meta
 
         tensor_path, _ = direction_paths(path)
-        if not tensor_path.exists():
-            raise FileNotFoundError(f"no such directions file: {tensor_path}")
-        if tensor_path.is_dir():
-            raise DirectionFileError(f"{tensor_path} is a directory, not a directions file")
-        try:
-            with safe_open(str(tensor_path), framework="pt", device="cpu") as f:
-                header = f.metadata() or {}
-                keys = list(f.keys())
-                tensor = f.get_tensor(TENSOR_KEY) if TENSOR_KEY in keys else None
-        except (SafetensorError, OSError, ValueError) as e:
-            raise DirectionFileError(
-                f"{tensor_path} is not an sfvq directions file (not a readable safetensors file: {e})"
-            ) from e
-        if META_KEY not in header:
-            what = "an sfvq model" if "sfvq" in header else "a safetensors file"
-            raise DirectionFileError(
-                f"{tensor_path} is {what}, not an sfvq directions file (no {META_KEY!r})"
-            )
-        try:
-            desc = json.loads(header[META_KEY])
-        except json.JSONDecodeError as e:
-            raise DirectionFileError(f"{tensor_path}: the directions metadata is not valid JSON ({e})") from e
-        if not isinstance(desc, dict) or desc.get("format") != FORMAT_NAME:
+        tensors, desc = read_safetensors_with_meta(
+            tensor_path, kind="directions", meta_key=META_KEY, error=DirectionFileError
+        )
+        tensor = tensors.get(TENSOR_KEY)
+        if desc.get("format") != FORMAT_NAME:
             raise DirectionFileError(f"{tensor_path}: unknown format, expected {FORMAT_NAME!r}")
         if desc.get("format_version", 0) > FORMAT_VERSION:
             raise DirectionFileError(

@@ -17,7 +17,6 @@ Formats (all plain ``.npy`` / ``.npz`` / text; pickled objects are refused):
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from pathlib import Path
@@ -96,14 +95,14 @@ def file_stem(name: str) -> str:
 def import_codebooks(
     folder: str | os.PathLike, *, X: Any = None, network: str | None = None, space: Any = None
 ) -> Any:
-    """A folder of ``codebook_{b}bit.npy`` -> a fitted-looking :class:`SFVQ` marked as imported.
+    """A folder of ``codebook_{b}bit.npy`` -> a fitted :class:`SFVQ` marked as imported.
 
-    Without data the fitted-state fields say "unknown": ``n_samples_fit_ = 0``, NaN total variance and
-    perplexity, an empty ``history_``, zero usage (``metadata_["imported"]["stats_from_data"] = False``).
-    With the data X (N, D), every bitrate is scored on it (MSE, usage, perplexity) as ``fit`` would.
-    ``network`` and ``space`` (a LatentSpace) are recorded in ``metadata_`` as the run contract wants.
+    Built by :meth:`SFVQ.from_codebooks`: without data the fitted-state fields say "unknown"
+    (``n_samples_fit_ = 0``, NaN total variance and perplexity, an empty ``history_``, zero usage;
+    ``metadata_["imported"]["stats_from_data"] = False``); with the data X (N, D), every bitrate is scored
+    on it (MSE, usage, perplexity) as ``fit`` would. ``network`` and ``space`` (a LatentSpace) are
+    recorded in ``metadata_`` as the run contract wants.
     """
-    from sfvq import curve
     from sfvq.io import sha256_file
     from sfvq.quantizer import SFVQ, as_matrix, check_bits
 
@@ -117,7 +116,7 @@ def import_codebooks(
             found[int(m.group(1))] = p
     if not found:
         raise FileNotFoundError(f"{folder} holds no codebook_{{b}}bit.npy files")
-    books: dict[int, torch.Tensor] = {}
+    books: dict[int, np.ndarray] = {}
     D = None
     for b, p in sorted(found.items()):
         try:
@@ -130,52 +129,25 @@ def import_codebooks(
         if D is not None and C.shape[1] != D:
             raise InteropError(f"{p}: the codebooks disagree on the dimension ({C.shape[1]} vs {D})")
         D = C.shape[1]
-        books[b] = torch.from_numpy(np.ascontiguousarray(C, dtype=np.float32))  # (2**b, D)
-
-    model = SFVQ(max(books), init="gaussian", verbose=False)
-    model.codebooks_ = books
-    model.n_features_in_ = int(D)
-    imported: dict[str, Any] = {
-        "format": "sfvq-paper-codebooks",
-        "source": str(folder),
-        "files": {str(b): {"name": p.name, "sha256": sha256_file(p)} for b, p in sorted(found.items())},
-        "stats_from_data": X is not None,
+        books[b] = np.ascontiguousarray(C, dtype=np.float32)  # (2**b, D)
+    if X is not None:
+        X = as_matrix(X)  # (N, D)
+        if X.shape[1] != D:
+            raise InteropError(f"the data is {X.shape[1]}-D but the codebooks are {D}-D")
+    meta: dict[str, Any] = {
+        "imported": {
+            "format": "sfvq-paper-codebooks",
+            "source": str(folder),
+            "files": {str(b): {"name": p.name, "sha256": sha256_file(p)} for b, p in sorted(found.items())},
+            "stats_from_data": X is not None,
+        }
     }
-    if X is None:
-        model.n_samples_fit_ = 0
-        model.total_variance_ = math.nan
-        model.history_ = []
-        model.usage_ = np.zeros(2 ** max(books) - 1, dtype=np.int64)
-        model.perplexity_ = math.nan
-    else:
-        x = as_matrix(X).to(torch.float32)  # (N, D)
-        if x.shape[1] != D:
-            raise InteropError(f"the data is {x.shape[1]}-D but the codebooks are {D}-D")
-        model.n_samples_fit_ = int(x.shape[0])
-        model.total_variance_ = float(x.var(0, unbiased=False).double().sum())
-        model.history_ = []
-        for b, C in sorted(books.items()):
-            proj = curve.project(x, C)
-            usage = curve.segment_usage(proj.segment, C.shape[0] - 1)
-            model.history_.append(
-                {
-                    "bits": b,
-                    "loss": [],
-                    "seconds": 0.0,
-                    "mse": float(proj.sqdist.double().mean()),
-                    "perplexity": curve.perplexity(usage),
-                    "used_segments": int((usage > 0).sum()),
-                }
-            )
-        model.usage_ = usage.numpy()
-        model.perplexity_ = model.history_[-1]["perplexity"]
-    meta: dict[str, Any] = {"imported": imported}
     if network is not None:
         meta["network"] = str(network)
     if space is not None:
         meta["space"] = space.describe()
-    model.metadata_ = meta
-    return model
+    # init="gaussian": the authors' script starts its curves from N(0, I) samples.
+    return SFVQ.from_codebooks(books, X, metadata=meta, init="gaussian")
 
 
 def export_codebooks(model: Any, folder: str | os.PathLike, bits: list[int] | None = None) -> list[Path]:

@@ -2,6 +2,8 @@
 
 Every writer goes to a hidden temporary name in the destination directory and ``os.replace``s it into
 place only when complete; on any error (KeyboardInterrupt included) the temporary file is removed.
+The one reader of safetensors files with a JSON description (:func:`read_safetensors_with_meta`) is here
+too, so that every format (models, direction sets, exported generators, classifiers) fails the same way.
 """
 
 from __future__ import annotations
@@ -11,14 +13,14 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
-from sfvq import __version__
+from sfvq._version import __version__
 from sfvq.atomic import atomic_path
 
 
@@ -149,85 +151,60 @@ def write_options(outdir: str | Path, command: str, options: Mapping[str, Any]) 
     )
 
 
-FLAG_COLOUR = (220, 20, 20)
-TEXT_COLOUR = (0, 0, 0)
+# The metadata keys of sfvq's own safetensors formats, to name a file that is one of them but not the one
+# a reader expected (a model passed where directions are wanted, say).
+_KNOWN_META_KEYS = {"sfvq": "an sfvq model", "sfvq_directions": "an sfvq directions file"}
 
 
-def image_grid(images: np.ndarray, cols: int = 8, pad: int = 1) -> np.ndarray:
-    """Tile (N, H, W, 3) uint8 images into one (rows*(H+pad)+pad, cols*(W+pad)+pad, 3) uint8 image."""
-    n, h, w, c = images.shape
-    rows = math.ceil(n / cols)
-    out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), 255, np.uint8)
-    for i in range(n):
-        r, k = divmod(i, cols)
-        out[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + k * (w + pad) : pad + k * (w + pad) + w] = (
-            images[i]
-        )
-    return out
-
-
-def labelled_grid(
-    images: np.ndarray,
-    labels: Sequence[str],
-    cols: int | None = None,
-    pad: int = 2,
-    background: tuple[int, int, int] = (255, 255, 255),
+def read_safetensors_with_meta(
+    path: str | Path,
     *,
-    flagged: Collection[int] | None = None,
-    min_cell: int = 0,
-) -> Image.Image:
-    """Tile NHWC uint8 images in order into a grid with a text label under each one.
+    kind: str,
+    meta_key: str | None = None,
+    error: type[Exception] = ValueError,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read every tensor of a safetensors file (on the CPU) and the JSON object that describes it.
 
-    Args:
-        images: (N, H, W, C) uint8, C in {1, 3}.
-        labels: N strings, drawn centred under their image.
-        cols: images per row (default: ceil(sqrt(N))); ``cols=N`` gives a strip.
-        pad: pixels between cells.
-        flagged: indices drawn with a red frame and a red label (e.g. corners in empty regions); any
-            collection, even an empty one, reserves room for the frames, so maps with and without flags
-            have the same layout; None reserves none.
-        min_cell: upscale each image by an integer factor until it is at least this many pixels wide.
+    The description is the JSON text stored under ``meta_key`` in the file's own metadata or, without
+    ``meta_key``, the JSON sidecar beside it (``x.safetensors`` -> ``x.json``). ``kind`` names the format
+    in messages ("model" -> "no such model file", "not an sfvq model file"). A missing file raises
+    FileNotFoundError; everything else that makes the file unreadable (a directory, a truncated or
+    foreign file, a missing metadata key or sidecar, JSON that does not parse or is not an object)
+    raises ``error`` saying which. Checking the description's content is left to the caller.
     """
-    images = np.asarray(images)
-    if images.ndim != 4 or images.dtype != np.uint8 or images.shape[3] not in (1, 3):
-        raise ValueError(f"expected (N, H, W, 1|3) uint8 images, got {images.shape} {images.dtype}")
-    N, H, W, C = images.shape
-    if N == 0:
-        raise ValueError("no images to tile")
-    if len(labels) != N:
-        raise ValueError(f"got {len(labels)} labels for {N} images")
-    framed = flagged is not None
-    flagged = set(flagged or ())
-    bad = sorted(i for i in flagged if not 0 <= i < N)
-    if bad:
-        raise ValueError(f"flagged indices {bad} are outside 0..{N - 1}")
-    cols = cols or math.ceil(math.sqrt(N))
-    if cols < 1:
-        raise ValueError(f"cols must be >= 1, got {cols}")
-    scale = max(1, -(-min_cell // W)) if min_cell else 1
-    H, W = H * scale, W * scale
-    rows = math.ceil(N / cols)
-    font = ImageFont.load_default()
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    text_w = max(probe.textbbox((0, 0), str(t), font=font)[2] for t in labels)
-    text_h = max(probe.textbbox((0, 0), str(t) or " ", font=font)[3] for t in labels) + 2
-    border = 2 if framed else 0  # room for the red frame, the same for every cell
-    cell_w = max(W, text_w + 2) + 2 * border
-    cell_h = H + 2 * border + text_h
-    grid = Image.new("RGB", (cols * cell_w + (cols + 1) * pad, rows * cell_h + (rows + 1) * pad), background)
-    draw = ImageDraw.Draw(grid)
-    for i in range(N):
-        r, c = divmod(i, cols)
-        x0 = pad + c * (cell_w + pad)
-        y0 = pad + r * (cell_h + pad)
-        tile = Image.fromarray(images[i] if C == 3 else np.repeat(images[i], 3, axis=2))  # (H, W, 3)
-        if scale > 1:
-            tile = tile.resize((W, H), Image.NEAREST)
-        ix = x0 + (cell_w - W) // 2
-        if i in flagged:
-            draw.rectangle([ix - border, y0, ix + W + border - 1, y0 + H + 2 * border - 1], fill=FLAG_COLOUR)
-        grid.paste(tile, (ix, y0 + border))
-        colour = FLAG_COLOUR if i in flagged else TEXT_COLOUR
-        tw = draw.textbbox((0, 0), str(labels[i]), font=font)[2]
-        draw.text((x0 + (cell_w - tw) // 2, y0 + H + 2 * border + 1), str(labels[i]), fill=colour, font=font)
-    return grid
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    what = f"an sfvq {kind} file"
+    if not path.exists():
+        raise FileNotFoundError(f"no such {kind} file: {path}")
+    if path.is_dir():
+        raise error(f"{path} is a directory, not {what}")
+    side = sidecar_path(path)
+    if meta_key is None and not side.is_file():
+        raise error(f"{path} has no JSON sidecar {side.name}: incomplete, or not {what}")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iterator)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise error(f"{path} is not {what} (not a readable safetensors file: {e})") from e
+    if meta_key is None:
+        where, source = side, f"{side} is not valid JSON"
+        try:
+            text = side.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise error(f"cannot read {side} ({e})") from e
+    else:
+        if meta_key not in header:
+            found = next((v for k, v in _KNOWN_META_KEYS.items() if k in header), "a safetensors file")
+            raise error(f"{path} is {found}, not {what} (no {meta_key!r} metadata)")
+        where, source = path, f"{path}: the {meta_key!r} metadata is not valid JSON"
+        text = header[meta_key]
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise error(f"{source} ({e})") from e
+    if not isinstance(meta, dict):
+        raise error(f"{where}: the description of {what} must be a JSON object, got {type(meta).__name__}")
+    return tensors, meta

@@ -1,20 +1,22 @@
 """Seeded sampling of latents (z, w, w+), streamed to disk with a JSON sidecar.
 
-Randomness follows NVIDIA's tools, so seeds mean the same thing here as there:
+How z is drawn is the generator's own (``G.z_stream``, ``G.z_for_seeds``); the default follows NVIDIA's
+tools, so seeds mean the same thing here as there:
 
 * a list of seeds gives one z per seed, ``np.random.RandomState(seed).randn(1, z_dim)``;
 * one ``seed`` for a large N gives one stream, ``np.random.RandomState(seed).randn(N, z_dim)``, drawn
   batch by batch (the legacy generator keeps its state between calls, so the result does not depend on
   the batch size).
 
-BigGAN is the exception: its z is truncated noise times psi (``sfvq.generators.biggan.truncated_noise``,
-seeded the same way: one ``RandomState(seed)`` per seed, or one for the whole stream, drawn at once).
+A generator may draw differently (BigGAN's z is truncated noise times psi, seeded the same way); the
+sidecar's ``rng`` says how (``G.z_rng_description``).
 
 Stored layouts (float32, one row per sample, ready to fit a curve on):
 
 * ``z``: (N, z_dim), the z fed to the mapping. Truncation is recorded in the sidecar and applies when
-  the z are mapped (for StyleGAN it acts in W; for the DCGAN it scales z), except for BigGAN, whose z
-  already is truncated noise times psi (``truncation_applied`` in the sidecar says which).
+  the z are mapped (for StyleGAN it acts in W; for the DCGAN it scales z), except for a generator whose
+  z already carries it (``G.truncation_in_z``, e.g. BigGAN); ``truncation_applied`` in the sidecar says
+  which.
 * ``w``: (N, w_dim) = ``mapping(z, c, psi, cutoff)[:, 0]``.
 * ``w+``: (N, num_ws * w_dim) = ``ws.reshape(N, -1)``; reshape to (N, num_ws, w_dim) to synthesise.
 """
@@ -22,7 +24,6 @@ Stored layouts (float32, one row per sample, ready to fit a curve on):
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 
 from sfvq import __version__
-from sfvq.generators.base import Generator
+from sfvq.generators.base import Generator, normal_z_for_seeds
 from sfvq.io import atomic_path, load_npy_with_sidecar, sidecar_path, to_json_text
 
 SPACES = ("z", "w", "w+")
@@ -65,33 +66,14 @@ def z_from_seeds(seeds: Sequence[int], z_dim: int) -> np.ndarray:
 
     Returns (N, z_dim) float32.
     """
-    if z_dim < 1:
-        raise ValueError(f"z_dim must be >= 1, got {z_dim}")
-    rows = [np.random.RandomState(_check_seed(s)).randn(1, z_dim) for s in seeds]  # N x (1, z_dim) float64
-    if not rows:
-        return np.zeros((0, z_dim), dtype=np.float32)
-    return np.concatenate(rows, axis=0).astype(np.float32)  # (N, z_dim)
-
-
-def _is_biggan(G: Generator) -> bool:
-    """True for the BigGAN adapter (whose z prior is truncated noise times psi); never imports it."""
-    module = sys.modules.get("sfvq.generators.biggan")
-    return module is not None and isinstance(G, getattr(module, "BigGANGenerator", ()))
+    return normal_z_for_seeds([_check_seed(s) for s in seeds], z_dim)
 
 
 def z_for_seeds(G: Generator, seeds: Sequence[int], truncation_psi: float = 1.0) -> np.ndarray:
-    """The z to feed ``G.mapping`` for each seed: (N, z_dim) float32.
-
-    NVIDIA's ``RandomState(seed).randn(1, z_dim)`` for every generator but BigGAN, which gets
-    ``truncated_noise(1, z_dim, truncation_psi, seed)`` per seed.
-    """
+    """The z to feed ``G.mapping`` for each seed, drawn the generator's way (``G.z_for_seeds``):
+    (N, z_dim) float32. NVIDIA's ``RandomState(seed).randn(1, z_dim)`` unless G draws otherwise."""
     seeds = [_check_seed(s) for s in seeds]
-    if not _is_biggan(G) or not seeds:
-        return z_from_seeds(seeds, G.z_dim)
-    from sfvq.generators.biggan import truncated_noise
-
-    rows = [truncated_noise(1, G.z_dim, truncation_psi, s).numpy() for s in seeds]  # N x (1, z_dim)
-    return np.concatenate(rows, axis=0).astype(np.float32)  # (N, z_dim)
+    return np.asarray(G.z_for_seeds(seeds, truncation_psi), dtype=np.float32)
 
 
 def check_space(G: Generator, space: str) -> str:
@@ -223,28 +205,12 @@ def sample_latents(
         "class_idx": class_idx,
         "truncation_psi": float(truncation_psi),
         "truncation_cutoff": truncation_cutoff,
-        "truncation_applied": space != "z",
+        "truncation_applied": space != "z" or bool(G.truncation_in_z),
         "seed": None if seeds is not None else seed,
         "seeds": format_seeds(seeds) if seeds is not None else None,
-        "rng": (
-            "numpy.random.RandomState(seed).randn(1, z_dim) per seed"
-            if seeds is not None
-            else "numpy.random.RandomState(seed).randn(n, z_dim), one stream"
-        ),
+        "rng": G.z_rng_description(per_seed=seeds is not None),
     }
-    rs = np.random.RandomState(seed) if seeds is None else None
-    z_all = None
-    if _is_biggan(G):
-        meta["truncation_applied"] = True
-        meta["rng"] = (
-            "sfvq.generators.biggan.truncated_noise(1, z_dim, psi, seed) per seed"
-            if seeds is not None
-            else "sfvq.generators.biggan.truncated_noise(n, z_dim, psi, seed), one stream"
-        )
-        if seeds is None:
-            from sfvq.generators.biggan import truncated_noise
-
-            z_all = truncated_noise(n, G.z_dim, truncation_psi, seed).numpy()  # (n, z_dim), noise * psi
+    stream = G.z_stream(n, seed, truncation_psi, batch_size) if seeds is None else None
 
     def fill(out: np.ndarray) -> None:
         from rich.console import Console
@@ -255,12 +221,12 @@ def sample_latents(
             task = bar.add_task("sample", total=n)
             for start in range(0, n, batch_size):
                 b = min(batch_size, n - start)
-                if z_all is not None:
-                    z = z_all[start : start + b]  # (b, z_dim)
-                elif seeds is None:
-                    z = rs.randn(b, G.z_dim)  # (b, z_dim) float64, continues the stream
+                if stream is not None:
+                    z = next(stream)  # (b, z_dim), continues the seeded stream
                 else:
                     z = z_for_seeds(G, seeds[start : start + b], truncation_psi)  # (b, z_dim)
+                if z.shape != (b, G.z_dim):
+                    raise ValueError(f"{G.name} drew z of shape {z.shape}, expected ({b}, {G.z_dim})")
                 out[start : start + b] = latents_from_z(
                     G, z, space, truncation_psi, truncation_cutoff, class_idx
                 )

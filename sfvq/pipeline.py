@@ -23,12 +23,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
+from sfvq.schedule import DEFAULT_SCHEDULE
 
-from sfvq.quantizer import DEFAULT_SCHEDULE
+if TYPE_CHECKING:  # imported where used, so that `sfvq run --help` starts without torch
+    import numpy as np
+    import torch
 
 DEFAULT_N = 20_000
 DEFAULT_SIGMAS = (-6.0, -3.0, 0.0, 3.0, 6.0)
@@ -189,33 +190,6 @@ def run_pipeline(config: RunConfig, G: Any | None = None, console: Any | None = 
     """
     from rich.console import Console
 
-    from sfvq import SFVQ, curve
-    from sfvq.cli.fit import summary_rows
-    from sfvq.evaluate import (
-        DIST_FACTOR,
-        MIN_SHARE,
-        empty_corners,
-        image_smoothness,
-        kmeans,
-        segment_stats,
-        smoothness,
-    )
-    from sfvq.io import save_npy_with_sidecar, save_png, write_json, write_options
-    from sfvq.plots import curve_plot, loss_plot
-    from sfvq.progress import track
-    from sfvq.render import (
-        edit_grid,
-        edit_images,
-        panoptic_map,
-        render_vectors,
-        strip,
-        walk_points,
-        write_gif,
-        write_mp4,
-    )
-    from sfvq.report import ReportData, usage_plot, write_report
-    from sfvq.spaces import LatentSpace
-
     console = console or Console(stderr=True, quiet=not config.progress)
     log = (lambda text: console.print(f"[dim]{text}[/dim]")) if config.progress else (lambda text: None)
     if G is None:
@@ -226,160 +200,249 @@ def run_pipeline(config: RunConfig, G: Any | None = None, console: Any | None = 
     out = Path(config.outdir)
     out.mkdir(parents=True, exist_ok=True)
     clear_stale(out)
-    timings: dict[str, float] = {}
-    files: dict[str, Path] = {}
-    progress = config.progress
-    rb = config.render_batch_size
+    job = _Job(config, G, kind, out)
+    for step in STEPS:
+        with _timed(job.timings, step, log):
+            getattr(job, step)()
+    return RunResult(job.model, job.space, job.V, job.smooth, job.empty, job.segments, job.timings, job.files)
 
-    # 1. Sample the space.
-    with _timed(timings, "sample", log):
-        space = LatentSpace(
-            G,
-            kind,
-            layer=config.layer,
-            truncation_psi=config.truncation_psi,
-            truncation_cutoff=config.truncation_cutoff,
-            class_idx=config.class_idx,
-            noise_mode=config.noise_mode,
+
+class _Job:
+    """One run of the pipeline: the steps of :data:`STEPS` as methods, run in that order, each reading what
+    the earlier ones left on ``self`` (space and latents, model and codebooks, corner images, ...)."""
+
+    def __init__(self, config: RunConfig, G: Any, kind: str, out: Path) -> None:
+        self.config = config
+        self.G = G
+        self.kind = kind
+        self.out = out
+        self.progress = config.progress
+        self.rb = config.render_batch_size
+        self.eb = config.resolved_edit_bits()
+        self.timings: dict[str, float] = {}
+        self.files: dict[str, Path] = {}
+        self.corner_images: dict[int, torch.Tensor] = {}  # bits -> (K, C, H, W)
+        self.empty: dict[int, dict[int, str]] = {}
+        self.segments: list[dict[str, Any]] = []
+        self.smooth: list[dict[str, Any]] = []
+        # Set by the steps: sample -> space, V (N, D), sha; fit -> model, stages, codebooks (b -> (K, D)).
+        self.space: Any = None
+        self.V: np.ndarray | None = None
+        self.sha: str | None = None
+        self.model: Any = None
+        self.stages: list[dict[str, Any]] = []
+        self.codebooks: dict[int, torch.Tensor] = {}
+
+    def sample(self) -> None:
+        """Space vectors of N latents: ``latents.npy`` (+ sidecar) and ``space.json``."""
+        import numpy as np
+
+        from sfvq.io import save_npy_with_sidecar
+        from sfvq.spaces import LatentSpace
+
+        c = self.config
+        self.space = LatentSpace(
+            self.G,
+            self.kind,
+            layer=c.layer,
+            truncation_psi=c.truncation_psi,
+            truncation_cutoff=c.truncation_cutoff,
+            class_idx=c.class_idx,
+            noise_mode=c.noise_mode,
         )
-        V = np.ascontiguousarray(space.sample(config.n, config.seed, progress=progress), dtype=np.float32)
-        sha = _generator_sha(config.network)
+        self.V = np.ascontiguousarray(
+            self.space.sample(c.n, c.seed, progress=self.progress), dtype=np.float32
+        )
+        self.sha = _generator_sha(c.network)
         data_meta = {
-            "network": config.network,
-            "generator": G.name,
-            "generator_sha256": sha,
-            "space": space.describe(),
-            "n": config.n,
-            "seed": config.seed,
+            "network": c.network,
+            "generator": self.G.name,
+            "generator_sha256": self.sha,
+            "space": self.space.describe(),
+            "n": c.n,
+            "seed": c.seed,
         }
-        files["latents"] = save_npy_with_sidecar(out / "latents.npy", V, data_meta)
-        files["space"] = space.save(out)
+        self.files["latents"] = save_npy_with_sidecar(self.out / "latents.npy", self.V, data_meta)
+        self.files["space"] = self.space.save(self.out)
 
-    # 2. Fit the curve.
-    with _timed(timings, "fit", log):
-        model = SFVQ(
-            config.bits,
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            lr=config.lr,
-            random_state=config.seed,
-            device=config.device,
-            verbose=progress,
-        ).fit(V)
-        model.metadata_ = {
-            "network": config.network,
-            "space": space.describe(),
-            "data": {"file": "latents.npy", "n": config.n, "seed": config.seed, "generator_sha256": sha},
-        }
-        files["model"] = model.save(out / "model.safetensors")
-        stages = summary_rows(model)
-        write_json(out / "summary.json", {"total_variance": model.total_variance_, "stages": stages})
-        files["loss plot"] = loss_plot(model.history_, out / "loss.png")
-        codebooks = {b: C.detach().cpu().float() for b, C in sorted(model.codebooks_.items())}  # b -> (K, D)
-        files["curve plot"] = curve_plot(V, {b: C.numpy() for b, C in codebooks.items()}, out / "curve.png")
+    def fit(self) -> None:
+        """The curve: ``model.safetensors``, ``summary.json`` (stages), ``loss.png``, ``curve.png``."""
+        from sfvq.fitting import fit_curve, write_fit
 
-    # 3. Panoptic maps (and the empty-corner rule).
-    corner_images: dict[int, torch.Tensor] = {}
-    empty: dict[int, dict[int, str]] = {}
-    with _timed(timings, "maps", log):
-        for b, C in codebooks.items():
+        c = self.config
+        data = {"file": "latents.npy", "n": c.n, "seed": c.seed, "generator_sha256": self.sha}
+        self.model = fit_curve(
+            self.V,
+            c.bits,
+            epochs=c.epochs,
+            batch_size=c.batch_size,
+            lr=c.lr,
+            seed=c.seed,
+            device=c.device,
+            verbose=self.progress,
+            metadata={"network": c.network, "space": self.space.describe(), "data": data},
+        )
+        self.stages, written = write_fit(self.model, self.V, self.out)
+        for key in ("model", "loss plot", "curve plot"):
+            self.files[key] = written[key]
+        self.codebooks = {b: C.detach().cpu().float() for b, C in sorted(self.model.codebooks_.items())}
+
+    def maps(self) -> None:
+        """Every corner of every bitrate rendered: ``maps/map_{b}bit.png`` (corners in empty regions framed
+        in red) and ``maps/strip_{b}bit.png``."""
+        from sfvq.io import save_png
+        from sfvq.metrics import empty_corners
+        from sfvq.render import panoptic_map, render_vectors, strip
+
+        for b, C in self.codebooks.items():
             images, tiles = render_vectors(
-                space, C, batch_size=rb, description=f"{b}-bit corners", progress=progress
+                self.space, C, batch_size=self.rb, description=f"{b}-bit corners", progress=self.progress
             )
-            corner_images[b] = images
-            found = empty_corners(V, C)
-            empty[b] = {k: found.reasons[k] for k in found.flagged}
-            files[f"map {b} bits"] = save_png(
-                out / "maps" / f"map_{b}bit.png", panoptic_map(tiles, found.flagged)
+            self.corner_images[b] = images
+            found = empty_corners(self.V, C)
+            self.empty[b] = {k: found.reasons[k] for k in found.flagged}
+            maps = self.out / "maps"
+            self.files[f"map {b} bits"] = save_png(
+                maps / f"map_{b}bit.png", panoptic_map(tiles, found.flagged)
             )
-            files[f"strip {b} bits"] = save_png(
-                out / "maps" / f"strip_{b}bit.png", strip(tiles, found.flagged)
-            )
+            self.files[f"strip {b} bits"] = save_png(maps / f"strip_{b}bit.png", strip(tiles, found.flagged))
 
-    # 4. Walk along the finest curve.
-    with _timed(timings, "walk", log):
-        points = walk_points(codebooks[config.bits], config.walk_frames)  # (T, D)
-        _, frames = render_vectors(space, points, batch_size=rb, description="walk", progress=progress)
-        files["walk (GIF)"] = write_gif(out / "walks" / "walk.gif", frames, config.fps)
-        files["walk (MP4)"] = write_mp4(out / "walks" / "walk.mp4", frames, config.fps)
+    def walk(self) -> None:
+        """The finest curve walked at evenly spaced positions: ``walks/walk.gif`` and ``walks/walk.mp4``."""
+        from sfvq.render import render_vectors, walk_points, write_gif, write_mp4
 
-    # 5. Edits along every segment of the edit bitrate, all layers.
-    eb = config.resolved_edit_bits()
-    with _timed(timings, "edits", log):
-        C = codebooks[eb]
-        stats = segment_stats(V, C)
-        seeds_full = space.encode_seeds(list(config.edit_seeds))  # (S, num_ws, full_dim)
-        units = model.directions(eb).detach().cpu().float()  # (K-1, D) unit, zero stays zero
-        segments = []
-        for row in track(stats, f"edits at {eb} bits", len(stats), progress):
+        c = self.config
+        points = walk_points(self.codebooks[c.bits], c.walk_frames)  # (T, D)
+        _, frames = render_vectors(
+            self.space, points, batch_size=self.rb, description="walk", progress=self.progress
+        )
+        self.files["walk (GIF)"] = write_gif(self.out / "walks" / "walk.gif", frames, c.fps)
+        self.files["walk (MP4)"] = write_mp4(self.out / "walks" / "walk.mp4", frames, c.fps)
+
+    def edits(self) -> None:
+        """Each segment of the edit bitrate applied to the edit seeds at every sigma (in stds of the data
+        along it), all layers: ``edits/{b}bit_seg{i:03d}.png``."""
+        from sfvq.io import save_png
+        from sfvq.metrics import segment_stats
+        from sfvq.progress import track
+        from sfvq.render import edit_grid, edit_images
+
+        c, eb = self.config, self.eb
+        stats = segment_stats(self.V, self.codebooks[eb])
+        seeds_full = self.space.encode_seeds(list(c.edit_seeds))  # (S, num_ws, full_dim)
+        units = self.model.directions(eb).detach().cpu().float()  # (K-1, D) unit, zero stays zero
+        for row in track(stats, f"edits at {eb} bits", len(stats), self.progress):
             i = row["segment"]
-            sig = [s * row["std"] for s in config.sigmas]
-            tiles = edit_images(space, seeds_full, units[i], sig, batch_size=rb)
-            path = save_png(
-                out / "edits" / f"{eb}bit_seg{i:03d}.png", edit_grid(tiles, config.edit_seeds, config.sigmas)
-            )
-            segments.append({"bits": eb, **row, "edit": path})
-        files["edits"] = out / "edits"
+            sig = [s * row["std"] for s in c.sigmas]
+            tiles = edit_images(self.space, seeds_full, units[i], sig, batch_size=self.rb)
+            grid = edit_grid(tiles, c.edit_seeds, c.sigmas)
+            path = save_png(self.out / "edits" / f"{eb}bit_seg{i:03d}.png", grid)
+            self.segments.append({"bits": eb, **row, "edit": path})
+        self.files["edits"] = self.out / "edits"
 
-    # 6. Smoothness of the order: SFVQ corners against k-means centroids.
-    smooth: list[dict[str, Any]] = []
-    with _timed(timings, "smoothness", log):
-        for b, C in track(list(codebooks.items()), "k-means baseline", len(codebooks), progress):
-            centroids = kmeans(V, 2**b, seed=config.seed)  # (K, D)
-            km_images, _ = render_vectors(space, centroids, batch_size=rb, progress=False)
-            smooth.append(
+    def smoothness(self) -> None:
+        """The order score of SFVQ corners against k-means centroids, on images and on space vectors."""
+        from sfvq.metrics import image_smoothness, kmeans, smoothness
+        from sfvq.progress import track
+        from sfvq.render import render_vectors
+
+        items = list(self.codebooks.items())
+        for b, C in track(items, "k-means baseline", len(items), self.progress):
+            centroids = kmeans(self.V, 2**b, seed=self.config.seed)  # (K, D)
+            km_images, _ = render_vectors(self.space, centroids, batch_size=self.rb, progress=False)
+            self.smooth.append(
                 {
                     "bits": b,
-                    "sfvq_image": image_smoothness(corner_images[b]),
+                    "sfvq_image": image_smoothness(self.corner_images[b]),
                     "kmeans_image": image_smoothness(km_images),
                     "sfvq_latent": smoothness(C),
                     "kmeans_latent": smoothness(centroids),
                 }
             )
 
-    # 7. Report, summary, options.
-    with _timed(timings, "report", log):
+    def report(self) -> None:
+        """``usage.png``, ``report.html``, the full ``summary.json`` and ``options.json``."""
+        import torch
+
+        from sfvq import curve
+        from sfvq.io import write_json, write_options
+        from sfvq.metrics import DIST_FACTOR, MIN_SHARE
+        from sfvq.report import usage_plot, write_report
+
+        c, out, V = self.config, self.out, self.V
         usage = {
-            b: curve.segment_usage(curve.project(torch.from_numpy(V), codebooks[b]).segment, 2**b - 1).numpy()
-            for b in sorted({eb, config.bits})
+            b: curve.segment_usage(
+                curve.project(torch.from_numpy(V), self.codebooks[b]).segment, 2**b - 1
+            ).numpy()
+            for b in sorted({self.eb, c.bits})
         }
-        files["usage plot"] = usage_plot(usage, out / "usage.png")
-        rel = {k: _rel(p, out) for k, p in files.items()}
+        self.files["usage plot"] = usage_plot(usage, out / "usage.png")
+        rel = {k: _rel(p, out) for k, p in self.files.items()}
+        self.files["report"] = out / "report.html"
+        rel["report"] = "report.html"
+        write_report(out / "report.html", self._report_data(rel))
+        summary = {
+            "network": c.network,
+            "generator": self.G.name,
+            "space": self.space.describe(),
+            "n": c.n,
+            "dim": int(V.shape[1]),
+            "total_variance": self.model.total_variance_,
+            "stages": self.stages,
+            "smoothness": self.smooth,
+            "empty_corners": {str(b): sorted(e) for b, e in self.empty.items()},
+            "empty_corner_reasons": {
+                str(b): {str(k): v for k, v in e.items()} for b, e in self.empty.items()
+            },
+            "empty_corner_rule": {"min_share": MIN_SHARE, "dist_factor": DIST_FACTOR},
+            "segments": [{**s, "edit": _rel(s["edit"], out)} for s in self.segments],
+            "timings": self.timings,
+            "files": rel,
+        }
+        self.files["summary"] = write_json(out / "summary.json", summary)
+        self.files["options"] = write_options(out, "run", c.options())
+
+    def _report_data(self, rel: dict[str, str]) -> Any:
+        """What report.html shows (the files written so far, ``rel``, as paths relative to the run)."""
+        from sfvq.metrics import DIST_FACTOR, MIN_SHARE
+        from sfvq.report import ReportData
+
+        c, out, space = self.config, self.out, self.space
         settings = {
-            "network": config.network,
-            "generator": G.name,
+            "network": c.network,
+            "generator": self.G.name,
             "space": space.name,
-            "samples (N)": config.n,
-            "seed": config.seed,
-            "bits": config.bits,
-            "truncation psi": config.truncation_psi,
-            "truncation cutoff": config.truncation_cutoff,
-            "class": config.class_idx,
-            "noise mode": config.noise_mode,
-            "fit schedule": f"{config.epochs} epochs x batch {config.batch_size}, lr {config.lr:g}",
-            "edit bits": eb,
-            "edit seeds": list(config.edit_seeds),
-            "sigmas (std units)": list(config.sigmas),
-            "walk": f"{config.walk_frames} frames at {config.fps:g} fps",
-            "device": config.device,
+            "samples (N)": c.n,
+            "seed": c.seed,
+            "bits": c.bits,
+            "truncation psi": c.truncation_psi,
+            "truncation cutoff": c.truncation_cutoff,
+            "class": c.class_idx,
+            "noise mode": c.noise_mode,
+            "fit schedule": f"{c.epochs} epochs x batch {c.batch_size}, lr {c.lr:g}",
+            "edit bits": self.eb,
+            "edit seeds": list(c.edit_seeds),
+            "sigmas (std units)": list(c.sigmas),
+            "walk": f"{c.walk_frames} frames at {c.fps:g} fps",
+            "device": c.device,
             "empty-corner rule": (
                 f"half-segment cell under {MIN_SHARE:g}/K of the samples, or nearest sample over "
                 f"{DIST_FACTOR:g} x the median sample-to-curve distance"
             ),
         }
-        data = ReportData(
-            title=f"sfvq run: {G.name}, space {space.name}, {config.bits} bits",
+        return ReportData(
+            title=f"sfvq run: {self.G.name}, space {space.name}, {c.bits} bits",
             settings=settings,
             space=space.describe(),
-            stages=stages,
-            smoothness=smooth,
-            maps={b: out / "maps" / f"map_{b}bit.png" for b in codebooks},
-            empty=empty,
-            segments=segments,
+            stages=self.stages,
+            smoothness=self.smooth,
+            maps={b: out / "maps" / f"map_{b}bit.png" for b in self.codebooks},
+            empty=self.empty,
+            segments=self.segments,
             edit_settings={
-                "bits": eb,
-                "seeds": list(config.edit_seeds),
-                "sigmas": list(config.sigmas),
+                "bits": self.eb,
+                "seeds": list(c.edit_seeds),
+                "sigmas": list(c.sigmas),
                 "layers": f"all ({_layer_text(space.num_ws)})",
             },
             curve_plot=out / "curve.png",
@@ -388,28 +451,6 @@ def run_pipeline(config: RunConfig, G: Any | None = None, console: Any | None = 
             walk_gif=out / "walks" / "walk.gif",
             files=rel,
         )
-        files["report"] = out / "report.html"
-        rel["report"] = "report.html"
-        write_report(out / "report.html", data)
-        summary = {
-            "network": config.network,
-            "generator": G.name,
-            "space": space.describe(),
-            "n": config.n,
-            "dim": int(V.shape[1]),
-            "total_variance": model.total_variance_,
-            "stages": stages,
-            "smoothness": smooth,
-            "empty_corners": {str(b): sorted(e) for b, e in empty.items()},
-            "empty_corner_reasons": {str(b): {str(k): v for k, v in e.items()} for b, e in empty.items()},
-            "empty_corner_rule": {"min_share": MIN_SHARE, "dist_factor": DIST_FACTOR},
-            "segments": [{**s, "edit": _rel(s["edit"], out)} for s in segments],
-            "timings": timings,
-            "files": rel,
-        }
-        files["summary"] = write_json(out / "summary.json", summary)
-        files["options"] = write_options(out, "run", config.options())
-    return RunResult(model, space, V, smooth, empty, segments, timings, files)
 
 
 def _generator_sha(network: str) -> str | None:

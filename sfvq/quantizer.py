@@ -12,7 +12,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +21,13 @@ import torch
 
 from sfvq import curve
 from sfvq.atomic import atomic_path
+from sfvq.schedule import DEFAULT_SCHEDULE  # the defaults of the fit settings (plain data)
 
 FORMAT_NAME = "sfvq.curve"
 FORMAT_VERSION = 1
 MIN_BITS, MAX_BITS = 2, 16
 
 ArrayLike = np.ndarray | torch.Tensor
-
-# The default schedule, chosen by benchmarks/run.py (workload aniso512): 2 passes a stage with batches
-# of 2048 reach a lower error than the authors' 5 passes with batches of 64, in a fraction of the time.
-DEFAULT_SCHEDULE: dict[str, Any] = {"epochs": 2, "batch_size": 2048, "lr": 2e-2}
 
 
 class NotFittedError(RuntimeError):
@@ -96,6 +93,28 @@ def _like(out: torch.Tensor, X: ArrayLike) -> ArrayLike:
 
 
 FitCallback = Callable[[str, dict[str, Any]], None]
+
+
+def total_variance(x: torch.Tensor) -> float:
+    """Mean squared distance of the rows of x (N, D) to their mean: the error of a one-point codebook."""
+    return float((x - x.mean(0)).square_().sum(dtype=torch.float64)) / x.shape[0]
+
+
+def stage_statistics(x: torch.Tensor, codebook: torch.Tensor) -> tuple[dict[str, Any], torch.Tensor]:
+    """How one codebook (K, D) fits the data x (N, D), as ``history_`` records it for every bitrate.
+
+    Returns ``{"mse", "perplexity", "used_segments"}`` (exact projection) and the segment usage counts
+    (K-1,). Shared by :meth:`SFVQ.fit` and :meth:`SFVQ.from_codebooks`, so a fitted and an imported
+    curve are scored the same way.
+    """
+    proj = curve.project(x, codebook)
+    usage = curve.segment_usage(proj.segment, codebook.shape[0] - 1)  # (K-1,)
+    stats = {
+        "mse": float(proj.sqdist.double().mean()),
+        "perplexity": curve.perplexity(usage),
+        "used_segments": int((usage > 0).sum()),
+    }
+    return stats, usage
 
 
 class _Adam:
@@ -230,7 +249,7 @@ class SFVQ:
 
         self.n_features_in_ = D
         self.n_samples_fit_ = N
-        self.total_variance_ = float((x - x.mean(0)).square_().sum(dtype=torch.float64)) / N
+        self.total_variance_ = total_variance(x)
         self.codebooks_: dict[int, torch.Tensor] = {}
         self.history_: list[dict[str, Any]] = []
         try:
@@ -242,16 +261,8 @@ class SFVQ:
                 codebook, losses = self._train_stage(x, codebook, gen, b, emit)
                 seconds = time.perf_counter() - start
                 self.codebooks_[b] = codebook.detach().clone()
-                proj = curve.project(x, codebook)
-                usage = curve.segment_usage(proj.segment, codebook.shape[0] - 1)
-                stage = {
-                    "bits": b,
-                    "loss": losses,
-                    "seconds": seconds,
-                    "mse": float(proj.sqdist.double().mean()),
-                    "perplexity": curve.perplexity(usage),
-                    "used_segments": int((usage > 0).sum()),
-                }
+                stats, usage = stage_statistics(x, codebook)
+                stage = {"bits": b, "loss": losses, "seconds": seconds, **stats}
                 self.history_.append(stage)
                 emit("stage_end", dict(stage))
         finally:
@@ -413,8 +424,12 @@ class SFVQ:
         return d
 
     def score(self, X: ArrayLike, bits: int | None = None) -> float:
-        """Mean squared distance per vector from X to the curve (exact projection); lower is better."""
-        return float(self.project(X, bits=bits).sqdist.double().mean())
+        """Negative mean squared distance per vector from X to the curve (exact projection).
+
+        scikit-learn's convention: greater is better (0 is a perfect fit), so model selection tools can
+        maximise it; ``-model.score(X)`` is the MSE.
+        """
+        return -float(self.project(X, bits=bits).sqdist.double().mean())
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> Path:
@@ -424,7 +439,7 @@ class SFVQ:
         """
         from safetensors.torch import save_file
 
-        from sfvq import __version__
+        from sfvq._version import __version__
 
         self._check_fitted()
         path = Path(path)
@@ -448,27 +463,71 @@ class SFVQ:
         return path
 
     @classmethod
+    def from_codebooks(
+        cls,
+        codebooks: Mapping[int, ArrayLike],
+        X: ArrayLike | None = None,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        **params: Any,
+    ) -> SFVQ:
+        """A fitted model from curves fitted elsewhere: ``codebooks`` maps bits to a (2**bits, D) codebook.
+
+        With the data X (N, D), every bitrate is scored on it (MSE, usage, perplexity) as :meth:`fit`
+        scores its stages (no losses, zero seconds). Without data the fitted state says "unknown":
+        ``n_samples_fit_ = 0``, NaN total variance and perplexity, an empty ``history_``, zero usage.
+        ``params`` are constructor settings (``bits`` defaults to the largest bitrate and must equal it,
+        ``verbose`` to False); ``metadata`` becomes ``metadata_`` (saved with the model).
+        """
+        if not codebooks:
+            raise ValueError("no codebooks given")
+        books: dict[int, torch.Tensor] = {}
+        D = None
+        for b in sorted(codebooks):
+            check_bits(b, "codebook bits")
+            C = as_matrix(codebooks[b], name=f"the {b}-bit codebook")
+            if C.shape[0] != 2**b:
+                raise ValueError(f"the {b}-bit codebook must have {2**b} rows, got shape {tuple(C.shape)}")
+            if D is not None and C.shape[1] != D:
+                raise ValueError(f"the codebooks disagree on the dimension ({C.shape[1]} vs {D})")
+            D = C.shape[1]
+            books[int(b)] = C.to(torch.float32, copy=True)  # (2**b, D), owned by the model
+        top = max(books)
+        params.setdefault("bits", top)
+        params.setdefault("verbose", False)
+        if params["bits"] != top:
+            raise ValueError(f"bits={params['bits']!r}, but the largest codebook has {top} bits")
+        model = cls(**params)
+        model._check_params()
+        model.codebooks_ = books
+        model.n_features_in_ = int(D)
+        model.history_ = []
+        if X is None:
+            model.n_samples_fit_ = 0
+            model.total_variance_ = math.nan
+            model.usage_ = np.zeros(2**top - 1, dtype=np.int64)
+            model.perplexity_ = math.nan
+        else:
+            x = as_matrix(X).to(torch.float32)  # (N, D)
+            if x.shape[1] != D:
+                raise ValueError(f"X has {x.shape[1]} features, but the codebooks are {D}-D")
+            model.n_samples_fit_ = int(x.shape[0])
+            model.total_variance_ = total_variance(x)
+            for b, C in books.items():
+                stats, usage = stage_statistics(x, C.to(x.device))
+                model.history_.append({"bits": b, "loss": [], "seconds": 0.0, **stats})
+            model.usage_ = usage.cpu().numpy()
+            model.perplexity_ = model.history_[-1]["perplexity"]
+        model.metadata_ = dict(metadata or {})
+        return model
+
+    @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> SFVQ:
         """Read a model written by :meth:`save`; errors say why a file is not one."""
-        from safetensors import SafetensorError, safe_open
+        from sfvq.io import read_safetensors_with_meta
 
         path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"no such model file: {path}")
-        if path.is_dir():
-            raise ModelFileError(f"{path} is a directory, not an sfvq model file")
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                header = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iterator)
-        except (SafetensorError, OSError, ValueError) as e:
-            raise ModelFileError(f"{path} is not an sfvq model (not a readable safetensors file: {e})") from e
-        if "sfvq" not in header:
-            raise ModelFileError(f"{path} is a safetensors file but not an sfvq model (no 'sfvq' metadata)")
-        try:
-            meta = json.loads(header["sfvq"])
-        except json.JSONDecodeError as e:
-            raise ModelFileError(f"{path}: the sfvq metadata is not valid JSON ({e})") from e
+        tensors, meta = read_safetensors_with_meta(path, kind="model", meta_key="sfvq", error=ModelFileError)
         if meta.get("format") != FORMAT_NAME:
             raise ModelFileError(f"{path}: unknown format {meta.get('format')!r}, expected {FORMAT_NAME!r}")
         if meta.get("format_version", 0) > FORMAT_VERSION:

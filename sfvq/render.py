@@ -16,7 +16,8 @@ from PIL import Image
 
 from sfvq import curve
 from sfvq.generators.base import to_uint8
-from sfvq.io import FLAG_COLOUR, atomic_open, atomic_path, labelled_grid
+from sfvq.images import FLAG_COLOUR, labelled_grid
+from sfvq.io import atomic_open, atomic_path
 from sfvq.progress import track
 from sfvq.spaces import LatentSpace, check_finite
 
@@ -149,23 +150,32 @@ def edit_images(
 ) -> np.ndarray:
     """``full`` (S, num_ws, full_dim) edited by ``sigma * direction`` per sigma -> (S * M, H, W, C) uint8.
 
-    Row-major: seed 0 at every sigma, then seed 1, ... (rows = seeds, columns = sigmas in a grid).
+    Row-major: seed 0 at every sigma, then seed 1, ... (rows = seeds, columns = sigmas in a grid);
+    rendered by :meth:`~sfvq.spaces.LatentSpace.render_edits` (its noise handling).
     """
-    S = full.shape[0]
-    edited = torch.stack(
-        [space.edit(full, direction, float(s), layers) for s in sigmas], dim=1
-    )  # (S, M, L, F)
-    flat = edited.reshape(S * len(sigmas), *full.shape[1:])
-    _, images = _render(space, flat, batch_size, "edit", progress=False)
-    return images
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    images = space.render_edits(full, [direction], sigmas, layers, batch_size)[:, 0]  # (S, M, C, H, W)
+    check_finite(images, "images rendered for edit")
+    return to_uint8(images.reshape(-1, *images.shape[2:]))
 
 
-def edit_grid(images: np.ndarray, seeds: Sequence[int], sigmas: Sequence[float]) -> Image.Image:
-    """Edit images (len(seeds) * len(sigmas), H, W, C) row-major -> a grid, rows = seeds, cols = sigma."""
+def edit_grid(
+    images: np.ndarray,
+    seeds: Sequence[int],
+    sigmas: Sequence[float],
+    *,
+    label: str = "seed {seed}, {sigma:+g}",
+    pad: int = 3,
+) -> Image.Image:
+    """Edit images (len(seeds) * len(sigmas), H, W, C) row-major -> a grid, rows = seeds, cols = sigma.
+
+    ``label`` formats each tile's caption from ``seed`` and ``sigma``; ``pad`` is the gap in pixels.
+    """
     if len(images) != len(seeds) * len(sigmas):
         raise ValueError(f"got {len(images)} images for {len(seeds)} seeds x {len(sigmas)} sigmas")
-    labels = [f"seed {s}, {sig:+g}" for s in seeds for sig in sigmas]
-    return labelled_grid(images, labels, len(sigmas), pad=3)
+    labels = [label.format(seed=s, sigma=sig) for s in seeds for sig in sigmas]
+    return labelled_grid(images, labels, len(sigmas), pad=pad)
 
 
 __all__ = [

@@ -49,7 +49,7 @@ class ReportData:
     title: str
     settings: dict[str, Any]  # run settings shown as a table (truncation and noise mode included)
     space: dict[str, Any]  # LatentSpace.describe()
-    stages: list[dict[str, Any]]  # sfvq.cli.fit.summary_rows(model)
+    stages: list[dict[str, Any]]  # sfvq.fitting.summary_rows(model)
     smoothness: list[dict[str, Any]]  # per bits: sfvq_image, kmeans_image, sfvq_latent, kmeans_latent
     maps: dict[int, Path]  # bits -> panoptic map PNG
     empty: dict[int, dict[int, str]]  # bits -> {corner: reason}
@@ -261,6 +261,77 @@ def write_report(path: str | Path, data: ReportData) -> Path:
     return Path(path)
 
 
+# ---------------------------------------------------------------------------------------------- compare
+@dataclass
+class CompareSection:
+    """One method of ``sfvq compare``: its edit grid and, per direction, (name, std or None, source)."""
+
+    method: str
+    space: str  # LatentSpace.name
+    grid: Any  # PIL image: rows = directions, columns = seed, then sigma
+    directions: list[tuple[str, float | None, Any]]
+
+
+def png_data_uri(image: Any) -> str:
+    """A PIL image as a PNG ``data:`` URI (base64)."""
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def compare_html(
+    methods: list[str],
+    generator: str,
+    seeds: list[int],
+    sigma: list[float],
+    units: str,
+    where: str,
+    sections: list[CompareSection],
+) -> str:
+    """The ``sfvq compare`` page (``index.html``): each method's edit grid (embedded) and directions."""
+    e = html.escape
+    parts = []
+    for sec in sections:
+        rows = "".join(
+            f"<tr><td>{e(name)}</td><td>{'-' if std is None else f'{std:.4g}'}</td>"
+            f"<td><code>{e(str(source))}</code></td></tr>"
+            for name, std, source in sec.directions
+        )
+        parts.append(
+            f"<h2>{e(sec.method)} <small>({e(sec.space)})</small></h2>"
+            f"<img src='{png_data_uri(sec.grid)}' alt='{e(sec.method)}'>"
+            f"<table><tr><th>direction</th><th>std</th><th>source</th></tr>{rows}</table>"
+        )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>sfvq compare</title>"
+        "<style>body{font-family:sans-serif;margin:1em}img{image-rendering:pixelated;max-width:100%}"
+        "td,th{padding:2px 8px;text-align:left;font-size:small}</style></head><body>"
+        f"<h1>Directions of {e(', '.join(methods))} on {e(generator)}</h1>"
+        f"<p>Seeds {e(', '.join(map(str, seeds)))}; "
+        f"sigma {e(', '.join(f'{s:g}' for s in sigma))} ({units} units); {e(where)}. "
+        "Rows: directions; columns: seed, then sigma.</p>" + "".join(parts) + "</body></html>"
+    )
+
+
+def write_compare_page(
+    path: str | Path,
+    methods: list[str],
+    generator: str,
+    seeds: list[int],
+    sigma: list[float],
+    units: str,
+    where: str,
+    sections: list[CompareSection],
+) -> Path:
+    """Write :func:`compare_html` to ``path`` atomically."""
+    text = compare_html(methods, generator, seeds, sigma, units, where, sections)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+    return Path(path)
+
+
 def usage_plot(usage: dict[int, np.ndarray], path: str | Path) -> Path:
     """Bar charts of segment usage (share of samples per segment), one panel per bitrate given."""
     import matplotlib
@@ -288,10 +359,14 @@ def usage_plot(usage: dict[int, np.ndarray], path: str | Path) -> Path:
 
 __all__ = [
     "Z_SPACE_NOTE",
+    "CompareSection",
     "ReportData",
+    "compare_html",
     "data_uri",
+    "png_data_uri",
     "render_html",
     "segment_anchor",
     "usage_plot",
+    "write_compare_page",
     "write_report",
 ]

@@ -33,10 +33,6 @@ SPACE_FILE = "space.json"
 PCA_FILE = "space_pca.safetensors"
 
 
-def _is_biggan(G: Generator) -> bool:
-    return type(G).__name__ == "BigGANGenerator"
-
-
 class LatentSpace:
     """A generator seen through one latent space (see the module docstring).
 
@@ -122,18 +118,13 @@ class LatentSpace:
     def _features_of_z(self, z: torch.Tensor) -> torch.Tensor:
         """Flattened activations at the layer for z (n, z_dim) as sampled -> (n, F).
 
-        Truncation acts as it does in a plain forward pass: BigGAN's z already is truncated noise times
-        psi (psi also picks its BatchNorm statistics); a generator without a mapping network truncates
-        in its ``mapping`` (the DCGAN scales z), so z goes through that first.
+        Truncation acts as it does in a plain forward pass, the generator's way (``G.features_of_z``:
+        e.g. the DCGAN scales z in its mapping; BigGAN's z already is noise times psi, and psi picks its
+        BatchNorm statistics).
         """
         z = z.to(self.G.device)
         c = self._c(z.shape[0])
-        if _is_biggan(self.G):
-            f = self.G.features(z, c, self.layer, truncation_psi=self.truncation_psi)
-        else:
-            if "w" not in self.G.spaces:
-                z = self.G.mapping(z, c, self.truncation_psi, self.truncation_cutoff)[:, 0]
-            f = self.G.features(z, c, self.layer)
+        f = self.G.features_of_z(z, c, self.layer, self.truncation_psi, self.truncation_cutoff)
         if self.feature_shape is None:
             self.feature_shape = tuple(f.shape[1:])
         return f.reshape(f.shape[0], -1).float()
@@ -246,27 +237,14 @@ class LatentSpace:
             if self.kind == "w":
                 img = self.G.synthesis(part, noise_mode=self.noise_mode)
             elif self.kind == "z":
-                if _is_biggan(self.G):
-                    img = self.G.synthesis(
-                        part, self.noise_mode, c=self._c(n), truncation=self.truncation_psi
-                    )
-                else:
-                    ws = self.G.mapping(part[:, 0], self._c(n), self.truncation_psi, self.truncation_cutoff)
-                    img = self.G.synthesis(ws, noise_mode=self.noise_mode)
+                # The plain forward pass: mapping applies (or, where z carries it, records) truncation.
+                ws = self.G.mapping(part[:, 0], self._c(n), self.truncation_psi, self.truncation_cutoff)
+                img = self.G.synthesis(ws, noise_mode=self.noise_mode)
             else:
+                # A curve point or an edit was produced by no single z: the generator renders it its way
+                # (clamping layers that end in a ReLU; BigGAN conditions later blocks on z's mean).
                 f = part[:, 0].reshape(n, *self.feature_shape)
-                if self.layer in getattr(self.G, "nonnegative_layers", ()):
-                    # The layer ends in a ReLU: a curve point or an edit may step below zero, where the
-                    # next layer has never seen an input; clamping keeps real activations unchanged.
-                    f = f.clamp_min(0)
-                if _is_biggan(self.G):
-                    # Later BigGAN blocks also see z: a vector from the curve has none, so use z's mean (0).
-                    zero = torch.zeros(n, self.G.z_dim, device=part.device)
-                    img = self.G.synthesis_from(
-                        self.layer, f, self.noise_mode, z=zero, c=self._c(n), truncation=self.truncation_psi
-                    )
-                else:
-                    img = self.G.synthesis_from(self.layer, f, self.noise_mode)
+                img = self.G.render_features(self.layer, f, self._c(n), self.truncation_psi, self.noise_mode)
             out.append(img.float().cpu())
         return torch.cat(out)
 
@@ -286,6 +264,54 @@ class LatentSpace:
         out = full.clone()
         out[:, start:stop] += sigma * self.direction_to_full(direction).to(out)
         return out
+
+    @torch.no_grad()
+    def render_edits(
+        self,
+        full: torch.Tensor,
+        directions: torch.Tensor | Sequence[Any],
+        sigmas: Sequence[float] | Sequence[Sequence[float]] | torch.Tensor,
+        layers: tuple[int, int] | None | Sequence[tuple[int, int] | None] = None,
+        batch_size: int = 32,
+    ) -> torch.Tensor:
+        """Seeds edited along directions and rendered: the one edit-and-render of sfvq.
+
+        ``full`` (S, num_ws, full_dim) are the seeds' full tensors (:meth:`encode_seeds`); ``directions``
+        (M, dim) or M vectors (dim,) in the space; ``sigmas`` T raw step sizes shared by every direction, or
+        (M, T) one row per direction (e.g. scaled by each direction's std); ``layers`` one range
+        (start, stop), None for all layers, or M of those, one per direction. Returns images
+        (S, M, T, C, H, W) on the CPU: ``[s, m, t]`` is seed s moved by ``sigmas[t]`` (or ``sigmas[m][t]``)
+        along direction m (:meth:`edit`); sigma 0 renders the unedited image.
+
+        Noise: each (direction, sigma) column of seeds is rendered from the same random state (a forked
+        RNG seeded 0), so with ``noise_mode`` random a seed keeps its noise across the whole grid (only the
+        edit differs), results do not depend on the global RNG and leave it untouched.
+        """
+        full = torch.as_tensor(full, dtype=torch.float32)
+        if full.ndim != 3:
+            raise ValueError(f"expected full tensors (S, num_ws, full_dim), got shape {tuple(full.shape)}")
+        vectors = list(directions.unbind(0) if isinstance(directions, torch.Tensor) else directions)
+        M = len(vectors)
+        if M == 0:
+            raise ValueError("no directions to edit along")
+        steps = torch.as_tensor(sigmas, dtype=torch.float64)  # (T,) or (M, T)
+        if steps.ndim == 1:
+            steps = steps.expand(M, -1)
+        if steps.ndim != 2 or steps.shape[0] != M or steps.shape[1] == 0:
+            raise ValueError(f"sigmas must be (T,) or ({M}, T) with T >= 1, got shape {tuple(steps.shape)}")
+        shared = layers is None or (len(layers) == 2 and all(isinstance(i, int) for i in layers))
+        ranges = [layers] * M if shared else list(layers)  # type: ignore[arg-type]
+        if len(ranges) != M:
+            raise ValueError(f"got {len(ranges)} layer ranges for {M} directions")
+        columns = []
+        for m in range(M):
+            for t in range(steps.shape[1]):
+                edited = self.edit(full, vectors[m], float(steps[m, t]), ranges[m])  # (S, L, F)
+                with torch.random.fork_rng():
+                    torch.manual_seed(0)  # the same noise in every column: only the edit differs
+                    columns.append(self.render_full(edited, batch_size))  # (S, C, H, W)
+        images = torch.stack(columns, 1)  # (S, M * T, C, H, W)
+        return images.reshape(full.shape[0], M, steps.shape[1], *images.shape[2:])
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> Path:

@@ -25,11 +25,12 @@ from sfvq.evaluation import (
     score_images,
     summarise,
 )
+from sfvq.generators.base import GeneratorBase
 from sfvq.io import to_json_text
 from sfvq.spaces import LatentSpace
 
 
-class LinearGenerator:
+class LinearGenerator(GeneratorBase):
     """z (N, 4) -> images (N, 3, 8, 8): channel c holds z[c] everywhere, plus z[3] times a left-right ramp
     (which leaves every channel's mean unchanged)."""
 

@@ -129,7 +129,7 @@ def test_import_with_data_fills_the_fitted_state(tmp_path):
     m = import_codebooks(tmp_path, X=X)
     assert m.n_samples_fit_ == 500 and m.total_variance_ == pytest.approx(fitted.total_variance_)
     assert [h["bits"] for h in m.history_] == [2, 3]
-    assert m.history_[-1]["mse"] == pytest.approx(m.score(X), rel=1e-5)
+    assert m.history_[-1]["mse"] == pytest.approx(-m.score(X), rel=1e-5)
     assert m.history_[-1]["mse"] == pytest.approx(fitted.history_[-1]["mse"], rel=1e-5)
     assert np.array_equal(m.usage_, fitted.usage_) and m.metadata_["imported"]["stats_from_data"]
     with pytest.raises(InteropError, match="the data is 3-D but the codebooks are 4-D"):

@@ -1,4 +1,4 @@
-"""Atomic writers, JSON/npy/PNG helpers and the labelled grid."""
+"""Atomic writers, JSON/npy/PNG helpers and the safetensors reader."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from sfvq import __version__
 from sfvq.io import (
     atomic_open,
     atomic_path,
-    labelled_grid,
     load_npy_with_sidecar,
     read_json,
     save_npy,
@@ -125,30 +124,58 @@ def test_sha256_and_options(tmp_path: Path) -> None:
     }
 
 
-def test_labelled_grid_layout() -> None:
-    rng = np.random.default_rng(2)
-    images = rng.integers(0, 256, size=(5, 20, 30, 3), dtype=np.uint8)
-    grid = labelled_grid(images, [f"seed {i}" for i in range(5)], cols=3, pad=2)
-    arr = np.asarray(grid)
-    # 3 columns, 2 rows; each cell at least the image plus a label strip below it
-    cell_w = (grid.width - 4 * 2) // 3
-    cell_h = (grid.height - 3 * 2) // 2
-    assert cell_w >= 30 and cell_h > 20 + 5
-    for i in range(5):
-        r, c = divmod(i, 3)
-        x0 = 2 + c * (cell_w + 2) + (cell_w - 30) // 2
-        y0 = 2 + r * (cell_h + 2)
-        np.testing.assert_array_equal(arr[y0 : y0 + 20, x0 : x0 + 30], images[i])  # image in place
-        label = arr[y0 + 20 : y0 + cell_h, 2 + c * (cell_w + 2) : 2 + c * (cell_w + 2) + cell_w]
-        assert (label < 128).any(), f"no label drawn under image {i}"
-    empty_cell = arr[2 + cell_h + 2 :, 2 + 2 * (cell_w + 2) :]  # row 1, col 2 holds nothing
-    assert (empty_cell == 255).all()
+def test_read_safetensors_with_meta_in_the_header_and_in_a_sidecar(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from sfvq.io import read_safetensors_with_meta
+
+    t = {"a": torch.arange(6.0).reshape(2, 3), "b": torch.zeros(1)}
+    save_file(t, str(tmp_path / "head.safetensors"), metadata={"thing": json.dumps({"format": "x", "n": 2})})
+    tensors, meta = read_safetensors_with_meta(tmp_path / "head.safetensors", kind="thing", meta_key="thing")
+    assert meta == {"format": "x", "n": 2} and sorted(tensors) == ["a", "b"]
+    assert torch.equal(tensors["a"], t["a"])
+    save_file(t, str(tmp_path / "side.safetensors"))
+    write_json(tmp_path / "side.json", {"format": "y"})
+    tensors, meta = read_safetensors_with_meta(tmp_path / "side.safetensors", kind="thing")
+    assert meta == {"format": "y"} and torch.equal(tensors["a"], t["a"])
 
 
-def test_labelled_grid_errors() -> None:
-    images = np.zeros((2, 8, 8, 3), np.uint8)
-    with pytest.raises(ValueError, match="got 1 labels for 2 images"):
-        labelled_grid(images, ["a"])
-    with pytest.raises(ValueError, match="uint8"):
-        labelled_grid(images.astype(np.float32), ["a", "b"])
-    assert labelled_grid(images[:, :, :, :1], ["a", "b"]).mode == "RGB"
+def test_read_safetensors_with_meta_names_what_is_wrong(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from sfvq.io import read_safetensors_with_meta
+
+    class Bad(ValueError):
+        pass
+
+    def read(name: str, meta_key: str | None = "thing") -> None:
+        read_safetensors_with_meta(tmp_path / name, kind="thing", meta_key=meta_key, error=Bad)
+
+    with pytest.raises(FileNotFoundError, match="no such thing file"):
+        read("missing.safetensors")
+    (tmp_path / "dir.safetensors").mkdir()
+    with pytest.raises(Bad, match="is a directory, not an sfvq thing file"):
+        read("dir.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 40)
+    with pytest.raises(Bad, match="not an sfvq thing file \\(not a readable safetensors file"):
+        read("junk.safetensors")
+    save_file({"a": torch.zeros(2)}, str(tmp_path / "plain.safetensors"))
+    with pytest.raises(Bad, match="is a safetensors file, not an sfvq thing file \\(no 'thing' metadata\\)"):
+        read("plain.safetensors")
+    save_file({"a": torch.zeros(2)}, str(tmp_path / "model.safetensors"), metadata={"sfvq": "{}"})
+    with pytest.raises(Bad, match="is an sfvq model, not an sfvq thing file"):
+        read("model.safetensors")
+    save_file({"a": torch.zeros(2)}, str(tmp_path / "broken.safetensors"), metadata={"thing": "{oops"})
+    with pytest.raises(Bad, match="the 'thing' metadata is not valid JSON"):
+        read("broken.safetensors")
+    save_file({"a": torch.zeros(2)}, str(tmp_path / "list.safetensors"), metadata={"thing": "[1, 2]"})
+    with pytest.raises(Bad, match="must be a JSON object, got list"):
+        read("list.safetensors")
+    # The sidecar form: missing, then not JSON.
+    with pytest.raises(Bad, match="has no JSON sidecar plain.json"):
+        read("plain.safetensors", meta_key=None)
+    (tmp_path / "plain.json").write_text("{nope", encoding="utf-8")
+    with pytest.raises(Bad, match="plain.json is not valid JSON"):
+        read("plain.safetensors", meta_key=None)

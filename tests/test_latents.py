@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from sfvq.generators.base import GeneratorBase
 from sfvq.generators.dcgan import load_faces_dcgan
 from sfvq.io import read_json
 from sfvq.latents import (
@@ -20,7 +21,7 @@ from sfvq.latents import (
 )
 
 
-class TinyStyle:
+class TinyStyle(GeneratorBase):
     """A small conditional generator with a mapping network (z 6 -> ws (N, 3, 4)), for w / w+ tests."""
 
     def __init__(self, c_dim: int = 2, fail_after: int | None = None) -> None:

@@ -34,7 +34,7 @@ def test_fit_keeps_every_bitrate_and_reports(fitted, blob):
     # More corners never fit worse on this data.
     mses = [h["mse"] for h in fitted.history_]
     assert mses[0] > mses[1] > mses[2]
-    assert fitted.score(blob) == pytest.approx(mses[-1], rel=1e-5)
+    assert fitted.score(blob) == pytest.approx(-mses[-1], rel=1e-5)  # scikit-learn's sign: greater is better
 
 
 def test_each_stage_starts_from_the_doubled_previous_curve(blob):
@@ -58,13 +58,13 @@ def test_fit_is_deterministic_for_a_seed(blob):
 def test_options_fit(blob, init, assign):
     m = SFVQ(3, init=init, assign=assign, random_state=0, **FAST).fit(blob)
     total = float(np.var(blob, axis=0).sum())
-    assert m.score(blob) < 0.9 * total
+    assert -m.score(blob) < 0.9 * total
 
 
 def test_spiral_fit_is_accurate_and_ordered():
     X = make_spiral(4000, turns=1.0, seed=0)
     m = SFVQ(5, epochs=4, batch_size=256, lr=0.02, random_state=0, verbose=False).fit(X)
-    nmse = m.score(X) / m.total_variance_
+    nmse = -m.score(X) / m.total_variance_
     assert nmse < 0.003
     # Each corner's position along the noise-free spiral: consecutive corners must advance along it.
     ts = np.linspace(0, 1, 5001)
@@ -126,6 +126,59 @@ def test_save_load_round_trip(fitted, blob, tmp_path):
     assert loaded.perplexity_ == fitted.perplexity_
     np.testing.assert_array_equal(loaded.usage_, fitted.usage_)
     np.testing.assert_array_equal(loaded.transform(blob), fitted.transform(blob))
+
+
+def test_score_follows_scikit_learn_greater_is_better(fitted, blob):
+    mse = float(((fitted.quantize(blob) - blob) ** 2).sum(1).mean())
+    assert fitted.score(blob) == pytest.approx(-mse, rel=1e-5)
+    assert fitted.score(blob, bits=4) > fitted.score(blob, bits=2)  # the finer curve scores higher
+    on_curve = fitted.codebook_.numpy()[:5]
+    assert fitted.score(on_curve) == pytest.approx(0.0, abs=1e-6)  # a perfect fit scores 0, the maximum
+
+
+def test_from_codebooks_with_data_scores_as_fit_does(fitted, blob):
+    books = {b: C.numpy().copy() for b, C in fitted.codebooks_.items()}
+    m = SFVQ.from_codebooks(books, blob, metadata={"source": "test"}, random_state=3)
+    assert m.bits == 4 and m.random_state == 3 and m.verbose is False and m.metadata_ == {"source": "test"}
+    assert m.n_features_in_ == 8 and m.n_samples_fit_ == 600
+    assert m.total_variance_ == pytest.approx(fitted.total_variance_, rel=1e-12)
+    for h, g in zip(m.history_, fitted.history_, strict=True):
+        assert h["bits"] == g["bits"] and h["loss"] == [] and h["seconds"] == 0.0
+        for k in ("mse", "perplexity", "used_segments"):
+            assert h[k] == pytest.approx(g[k], rel=1e-5), k
+    np.testing.assert_array_equal(m.usage_, fitted.usage_)
+    assert m.perplexity_ == pytest.approx(fitted.perplexity_, rel=1e-5)
+    # The model owns its codebooks: changing the caller's arrays changes nothing.
+    books[4][0] += 1
+    assert torch.equal(m.codebooks_[4], fitted.codebooks_[4])
+    np.testing.assert_array_equal(m.transform(blob), fitted.transform(blob))
+
+
+def test_from_codebooks_without_data_says_unknown(fitted, tmp_path):
+    m = SFVQ.from_codebooks({3: fitted.codebooks_[3].double()})
+    assert sorted(m.codebooks_) == [3] and m.codebooks_[3].dtype == torch.float32 and m.bits == 3
+    assert m.n_samples_fit_ == 0 and np.isnan(m.total_variance_) and np.isnan(m.perplexity_)
+    assert m.history_ == [] and m.usage_.shape == (7,) and not m.usage_.any()
+    back = SFVQ.load(m.save(tmp_path / "imported.safetensors"))  # a built model saves like a fitted one
+    assert torch.equal(back.codebooks_[3], m.codebooks_[3]) and back.n_samples_fit_ == 0
+
+
+def test_from_codebooks_refuses_bad_codebooks(fitted, blob):
+    C2, C3 = fitted.codebooks_[2], fitted.codebooks_[3]
+    with pytest.raises(ValueError, match="no codebooks given"):
+        SFVQ.from_codebooks({})
+    with pytest.raises(ValueError, match=r"the 3-bit codebook must have 8 rows, got shape \(4, 8\)"):
+        SFVQ.from_codebooks({3: C2})
+    with pytest.raises(ValueError, match=r"disagree on the dimension \(4 vs 8\)"):
+        SFVQ.from_codebooks({2: C2, 3: C3[:, :4]})
+    with pytest.raises(ValueError, match="codebook bits must lie in"):
+        SFVQ.from_codebooks({1: C2[:2]})
+    with pytest.raises(ValueError, match="the 2-bit codebook contains NaN or inf"):
+        SFVQ.from_codebooks({2: torch.full((4, 8), float("nan"))})
+    with pytest.raises(ValueError, match="bits=5, but the largest codebook has 3 bits"):
+        SFVQ.from_codebooks({3: C3}, bits=5)
+    with pytest.raises(ValueError, match="X has 3 features, but the codebooks are 8-D"):
+        SFVQ.from_codebooks({3: C3}, blob[:, :3])
 
 
 # ---------------------------------------------------------------------- errors
@@ -209,7 +262,7 @@ def test_files_that_are_not_models(tmp_path, fitted):
 
     other = tmp_path / "other.safetensors"
     save_file({"w": torch.zeros(2)}, str(other))
-    with pytest.raises(ModelFileError, match="safetensors file but not an sfvq model"):
+    with pytest.raises(ModelFileError, match="is a safetensors file, not an sfvq model file"):
         SFVQ.load(other)
     # A truncated copy of a real model.
     good = fitted.save(tmp_path / "good.safetensors").read_bytes()

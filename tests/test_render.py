@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sfvq.io import labelled_grid
+from sfvq.images import labelled_grid
 from sfvq.render import (
     FLAG_COLOUR,
     edit_grid,
@@ -117,3 +117,68 @@ def test_render_vectors_matches_the_space(sg2_space):
     images, tiles = render_vectors(sp, V, batch_size=2, progress=False)
     torch.testing.assert_close(images, sp.render(V))
     assert tiles.shape == (5, 32, 32, 3) and tiles.dtype == np.uint8
+
+
+# ---------------------------------------------------------------------------------------------- render_edits
+def _unit(seed: int, dim: int = 32) -> torch.Tensor:
+    d = torch.randn(dim, generator=torch.Generator().manual_seed(seed))
+    return d / d.norm()
+
+
+def test_render_edits_axes_and_per_direction_settings(sg2_space):
+    sp = sg2_space
+    full = sp.encode_seeds([0, 5, 9])  # (3, 8, 32)
+    dirs = torch.stack([_unit(0), _unit(1)])  # (2, 32)
+    sigmas = [[-2.0, 0.0, 3.0], [1.0, 0.0, -1.5]]  # one row per direction
+    layers = [(2, 5), None]
+    images = sp.render_edits(full, dirs, sigmas, layers, batch_size=2)
+    assert images.shape == (3, 2, 3, 3, 32, 32)  # (seeds, directions, sigmas, C, H, W)
+    for m in range(2):
+        for t in range(3):
+            ref = sp.render_full(sp.edit(full, dirs[m], sigmas[m][t], layers[m]))  # (3, C, H, W)
+            torch.testing.assert_close(images[:, m, t], ref)
+    plain = sp.render_full(full)
+    torch.testing.assert_close(images[:, 0, 1], plain)  # sigma 0 renders the unedited seeds
+    assert (images[:, 0, 0] - plain).abs().max() > 0.01
+    # one shared sigma list and one shared layer range apply to every direction
+    shared = sp.render_edits(full, [dirs[0], dirs[1]], [0.0, 2.0], (0, 4))
+    assert shared.shape == (3, 2, 2, 3, 32, 32)
+    torch.testing.assert_close(shared[:, 1, 1], sp.render_full(sp.edit(full, dirs[1], 2.0, (0, 4))))
+
+
+def test_render_edits_keeps_each_seeds_noise_and_the_global_rng(sg2_space):
+    """noise_mode random: every column is drawn from the same state, so sigma 0 gives the same image in
+    every column; the caller's random stream is neither used nor moved."""
+    sp = LatentSpace(sg2_space.G, "w", noise_mode="random")
+    full = sp.encode_seeds([1, 2])
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    images = sp.render_edits(full, [_unit(2), _unit(3)], [0.0, 0.0], batch_size=1)  # (2, 2, 2, C, H, W)
+    assert torch.equal(torch.get_rng_state(), state)
+    for m in range(2):
+        for t in range(2):
+            assert torch.equal(images[:, m, t], images[:, 0, 0])
+    assert not torch.equal(images[0, 0, 0], images[1, 0, 0])  # seeds differ
+    again = sp.render_edits(full, [_unit(2)], [0.0], batch_size=1)
+    assert torch.equal(again[:, 0, 0], images[:, 0, 0])  # the same grid on every call
+    unseeded = sp.render_full(full)  # random noise from the global stream: not what the grid shows
+    assert not torch.equal(unseeded, images[:, 0, 0])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"directions": []}, "no directions"),
+        ({"sigmas": [[0.0, 1.0]]}, r"sigmas must be \(T,\) or \(2, T\)"),
+        ({"sigmas": []}, "T >= 1"),
+        ({"layers": [(0, 2)]}, "1 layer ranges for 2 directions"),
+        ({"layers": (3, 12)}, "outside this space's layers 0-7"),
+    ],
+)
+def test_render_edits_refuses_bad_requests(sg2_space, kwargs, message):
+    args = {"directions": [_unit(0), _unit(1)], "sigmas": [0.0, 1.0], "layers": None, **kwargs}
+    full = sg2_space.encode_seeds([0])
+    with pytest.raises(ValueError, match=message):
+        sg2_space.render_edits(full, args["directions"], args["sigmas"], args["layers"])
+    with pytest.raises(ValueError, match="full tensors"):
+        sg2_space.render_edits(full[0], [_unit(0)], [0.0])

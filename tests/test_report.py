@@ -128,3 +128,40 @@ def test_data_uri_round_trip_and_unknown_type(tmp_path):
     (tmp_path / "a.svg").write_text("<svg/>")
     with pytest.raises(ValueError, match="unknown image type"):
         data_uri(tmp_path / "a.svg")
+
+
+def test_compare_page_embeds_each_grid_and_escapes_names(tmp_path):
+    import base64
+    import io
+
+    from PIL import Image
+
+    from sfvq.report import CompareSection, write_compare_page
+
+    grid = Image.new("RGB", (6, 4), (10, 200, 30))
+    sections = [
+        CompareSection("sfvq", "w", grid, [("4:1", 0.5, {"bits": 4}), ("<b>", None, {"x": "&"})]),
+        CompareSection("sefa", "w", grid, []),
+    ]
+    path = write_compare_page(
+        tmp_path / "index.html",
+        ["sfvq", "sefa"],
+        "G<1>",
+        [0, 3],
+        [-3.0, 0.0, 3.0],
+        "std",
+        "all layers",
+        sections,
+    )
+    page = path.read_text(encoding="utf-8")
+    assert page.startswith("<!doctype html>") and page.count("<h2>") == 2
+    assert (
+        "Directions of sfvq, sefa on G&lt;1&gt;" in page and "sigma -3, 0, 3 (std units); all layers" in page
+    )
+    assert "<td>&lt;b&gt;</td><td>-</td>" in page and "<td>4:1</td><td>0.5</td>" in page
+    assert "{&#x27;x&#x27;: &#x27;&amp;&#x27;}" in page  # sources escaped, quotes included
+    uri = page.split("<img src='")[1].split("'")[0]
+    assert uri.startswith("data:image/png;base64,")
+    decoded = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+    assert decoded.size == (6, 4) and decoded.getpixel((0, 0)) == (10, 200, 30)
+    assert not list(tmp_path.glob(".*"))  # written atomically, no temporary file left

@@ -2,26 +2,30 @@
 
 * :mod:`sfvq.avatars.dataset`: the data-set builder (python-avatars + cairosvg), factors per face.
 * :mod:`sfvq.avatars.train`: compact StyleGAN2 training (our :mod:`sfvq.generators.stylegan2` modules,
-  a residual discriminator, logistic loss, lazy R1, EMA) and the export of ``G_ema``.
+  a residual discriminator, logistic loss, lazy R1, EMA); the networks and the fast training forward are
+  in :mod:`sfvq.avatars.networks`, the export of ``G_ema`` in :mod:`sfvq.avatars.export`.
 * :mod:`sfvq.avatars.classifier`: a small CNN that reads every factor from an image.
 * :mod:`sfvq.avatars.benchmark`: the ground-truth benchmark of direction methods (purity, coverage, and
   how well ranges of the SFVQ curve separate factor values).
 
 The exported generator lives in ``sfvq/avatars/weights/`` and loads as ``builtin:avatars-sg2``
-(:func:`load_avatars_sg2`); this module imports neither torch-heavy code nor python-avatars until asked.
+(:func:`load_avatars_sg2`); the export format itself is read by :mod:`sfvq.generators.exported` (also
+reachable here as :func:`load_exported_generator`). This module imports neither torch-heavy code nor
+python-avatars until asked.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+# The export format lives with its reader, among the generator formats (a light import: no torch).
+from sfvq.generators.exported import EXPORT_FORMAT, load_exported_generator
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 BUILTIN_NAME = "builtin:avatars-sg2"
 GENERATOR_FILE = "avatars-sg2.safetensors"
 CLASSIFIER_FILE = "avatars-classifier.safetensors"
-EXPORT_FORMAT = "sfvq-avatars-sg2-v1"
 TRAIN_COMMAND = (
     "sfvq avatars build-dataset && sfvq avatars train --threads 1 && sfvq avatars train-classifier && "
     "sfvq avatars export --classifier runs/avatars-classifier/avatars-classifier.safetensors"
@@ -29,6 +33,7 @@ TRAIN_COMMAND = (
 
 __all__ = [
     "BUILTIN_NAME",
+    "EXPORT_FORMAT",
     "TRAIN_COMMAND",
     "WEIGHTS_DIR",
     "avatars_sg2_weights_path",
@@ -54,42 +59,6 @@ def avatars_sg2_weights_path(weights_dir: str | Path | None = None) -> Path:
     if not path.with_suffix(".json").is_file():
         raise _missing("the weights have no JSON sidecar (init_kwargs)", path.with_suffix(".json"))
     return path
-
-
-def load_exported_generator(path: str | Path, name: str | None = None, device: Any = None) -> Any:
-    """Load a ``G_ema`` exported by :func:`sfvq.avatars.train.export_generator` (safetensors + JSON).
-
-    Returns a :class:`~sfvq.generators.stylegan_pkl.StyleGANGenerator` built by ``build_stylegan2`` from
-    the sidecar's ``init_kwargs``; its ``training_set_kwargs`` holds the data set's description.
-    """
-    from safetensors.torch import load_file
-
-    from sfvq.generators.base import GeneratorError
-    from sfvq.generators.stylegan_pkl import stylegan_from_state_dict
-
-    path = Path(path)
-    side = path.with_suffix(".json")
-    if not path.is_file() or not side.is_file():
-        raise GeneratorError(f"{path}: an exported generator needs {path.name} and {side.name}")
-    try:
-        meta = json.loads(side.read_text(encoding="utf-8"))
-        init_kwargs = meta["init_kwargs"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise GeneratorError(f"{side} has no readable init_kwargs ({e})") from e
-    if meta.get("format") != EXPORT_FORMAT:
-        raise GeneratorError(f"{side}: format {meta.get('format')!r}, expected {EXPORT_FORMAT!r}")
-    try:
-        state_dict = load_file(str(path))
-    except Exception as e:  # safetensors raises its own error types for truncated or foreign files
-        raise GeneratorError(f"{path} is not a readable safetensors file ({e})") from e
-    return stylegan_from_state_dict(
-        init_kwargs,
-        state_dict,
-        name=name or str(path),
-        family="stylegan2",
-        device=device,
-        training_set_kwargs={"dataset": meta.get("dataset"), "training": meta.get("training")},
-    )
 
 
 def load_avatars_sg2(device: Any = None) -> Any:

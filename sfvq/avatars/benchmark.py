@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sfvq.avatars.benchmark_config import GroundTruthConfig
 from sfvq.directions import Direction, DirectionSet, data_covariance, std_along
 
 __all__ = [
@@ -92,58 +93,6 @@ def factor_groups(factors: Sequence[str]) -> dict[str, tuple[str, ...]]:
     placed = {m for members in out.values() for m in members}
     out.update({f: (f,) for f in factors if f not in placed})
     return out
-
-
-@dataclass
-class GroundTruthConfig:
-    """Settings of :func:`run_ground_truth` (all recorded with the result)."""
-
-    n: int = 48  # seeds edited per direction
-    steps: tuple[float, ...] = (0.25, 0.5, 1.0)  # std units, applied with both signs
-    k: int = 15  # directions per baseline method (SFVQ at 4 bits has 15 segments)
-    bits: tuple[int, ...] = (3, 4, 5, 6)  # SFVQ bitrates whose segments are measured
-    methods: tuple[str, ...] = ("ganspace", "sefa", "latentclr", "random")
-    fit_n: int = 20_000  # W samples for the curve, the PCA and the stds
-    purity: float | None = None  # None: the purest random direction's purity (see purity_threshold)
-    random_k: int = 32  # random directions: the reference for chance purity
-    floor: float = 0.25
-    mi_n: int = 4096
-    mi_ranges: int = 8  # ranges of consecutive corners at each bitrate (finer bitrates: longer ranges)
-    shuffles: int = 50
-    latentclr_steps: int = 300
-    seed: int = 0
-    batch_size: int = 128
-    layers: tuple[int, int] | None = None  # W+ layers every edit touches (start, stop exclusive); None: all
-    match_change: float = 1.0  # per-face change (summed over groups) at which purities are also compared
-
-    def check(self) -> None:
-        """Raise ValueError naming the first unusable setting."""
-        if (
-            self.n < 1
-            or self.k < 1
-            or self.random_k < 1
-            or self.fit_n < 2
-            or self.mi_n < 2
-            or self.shuffles < 1
-        ):
-            raise ValueError("n, k, shuffles must be >= 1 and fit_n, mi_n >= 2")
-        if not self.steps or any(not s > 0 for s in self.steps):
-            raise ValueError(f"steps must be positive, got {self.steps}")
-        if not self.bits or any(b < 1 for b in self.bits):
-            raise ValueError(f"bits must be >= 1, got {self.bits}")
-        if (self.purity is not None and not 0 < self.purity <= 1) or not 0 <= self.floor <= 1:
-            raise ValueError(f"purity must be in (0, 1] and floor in [0, 1], got {self.purity}, {self.floor}")
-        unknown = set(self.methods) - {"ganspace", "sefa", "latentclr", "random"}
-        if unknown:
-            raise ValueError(
-                f"unknown methods {sorted(unknown)}; choose from ganspace, sefa, latentclr, random"
-            )
-        if len(set(self.methods)) != len(self.methods) or len(set(self.bits)) != len(self.bits):
-            raise ValueError(f"a method or bitrate is listed twice ({self.methods}, {self.bits})")
-        if not self.match_change > 0:
-            raise ValueError(f"match_change must be > 0, got {self.match_change}")
-        if self.mi_ranges < 2:
-            raise ValueError(f"mi_ranges must be >= 2, got {self.mi_ranges}")
 
 
 # ---------------------------------------------------------------------------------------------- effects
@@ -194,8 +143,8 @@ def direction_effects(
         if d.std is None or not d.std > 0:
             raise ValueError(f"direction {d.name!r} has no std along it: steps in std units are undefined")
         sigmas = [sign * float(s) * d.std for s in steps for sign in (1, -1)]  # (2T,) step-major
-        edited = torch.cat([space.edit(full, d.vector, sg, d.layers) for sg in sigmas])  # (2T*S, L, F)
-        p = _read(space, classifier, edited, batch_size)
+        images = space.render_edits(full, [d.vector], sigmas, d.layers, batch_size)[:, 0]  # (S, 2T, C, H, W)
+        p = classifier.predict_proba(images.transpose(0, 1).reshape(-1, *images.shape[2:]))  # (2T*S) rows
         for f, name in enumerate(factors):
             q = p[name].reshape(len(steps), 2, S, -1)  # (T, 2, S, K)
             b = base[name][None, None]  # (1, 1, S, K)

@@ -9,7 +9,6 @@ weights. Images go in as the generators give them: NCHW float in [-1, 1].
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -260,22 +259,20 @@ def save_classifier(model: FactorClassifier, path: str | Path, meta: Mapping[str
 
 def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> FactorClassifier:
     """Load a classifier written by :func:`save_classifier` (eval mode)."""
-    from safetensors.torch import load_file
+    from sfvq.io import read_safetensors_with_meta
 
     path = Path(path)
     side = path.with_suffix(".json")
-    if not path.is_file() or not side.is_file():
-        raise ClassifierError(f"{path}: a classifier needs {path.name} and {side.name}")
     try:
-        meta = json.loads(side.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ClassifierError(f"{side} is not valid JSON ({e})") from e
+        state_dict, meta = read_safetensors_with_meta(path, kind="classifier", error=ClassifierError)
+    except FileNotFoundError as e:
+        raise ClassifierError(f"{e}; a classifier needs {path.name} and {side.name}") from e
     if meta.get("format") != CLASSIFIER_FORMAT:
         raise ClassifierError(f"{side}: format {meta.get('format')!r}, expected {CLASSIFIER_FORMAT!r}")
     model = FactorClassifier(meta["vocab"], meta["resolution"], meta["width"], meta["hidden"])
     try:
-        model.load_state_dict(load_file(str(path)))
-    except Exception as e:  # missing keys, wrong shapes, unreadable file
+        model.load_state_dict(state_dict)
+    except Exception as e:  # missing keys, wrong shapes
         raise ClassifierError(f"{path} does not hold this classifier's weights ({e})") from e
     return model.to(device).eval()
 

@@ -409,7 +409,8 @@ def build_dataset(
         writer.writerow(["index", *names])
         for i, fac in enumerate(factors):
             writer.writerow([i, *(fac[k] for k in names)])
-    from sfvq.io import image_grid, save_png
+    from sfvq.images import image_grid
+    from sfvq.io import save_png
 
     top = max(res)  # a look at the first faces at the largest stored size
     save_png(outdir / PREVIEW_FILE, image_grid(images[top][:64], cols=min(8, count)))

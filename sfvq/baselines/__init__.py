@@ -165,7 +165,7 @@ def method_directions(
         dset.meta["variant"] = "features"
     elif method == "sefa":
         dset = sefa(G, k, layers)
-        space = LatentSpace(G, "w" if _has_w(G) and type(G).__name__ != "DCGANGenerator" else "z")
+        space = LatentSpace(G, dset.meta["space"]["kind"])  # W where G has it, else z
         _with_std(dset, space.sample(n, seed, progress=progress))
     else:  # latentclr
         opts = dict(latentclr or {})

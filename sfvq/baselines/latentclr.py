@@ -12,7 +12,8 @@ negatives (cosine similarity, temperature tau):
 so the directions learn to cause distinct, consistent changes. Latents are W for StyleGAN and z for
 generators without a mapping network (as in the paper). ``alpha`` is given in units of the space's RMS
 standard deviation per dimension (about 1 for a Gaussian z). The layer's activations must be
-differentiable with respect to the latent: sfvq's DCGAN, StyleGAN2 and StyleGAN3 modules are supported.
+differentiable with respect to the latent: the generator offers such layers (``G.differentiable_layers``)
+and the map to them (``G.feature_fn``); sfvq's DCGAN, StyleGAN2 and StyleGAN3 adapters do.
 """
 
 from __future__ import annotations
@@ -31,19 +32,14 @@ from sfvq.directions import Direction, DirectionSet, data_covariance, std_along
 
 # ---------------------------------------------------------------------------------------------- features
 def feature_layers(G: Any) -> tuple[str, ...]:
-    """Names of the layers :func:`feature_function` can read for ``G``."""
-    kind = type(G).__name__
-    if kind == "DCGANGenerator":
-        return tuple(G.layers)
-    syn = getattr(getattr(G, "network", None), "synthesis", None)
-    if syn is not None and hasattr(syn, "block_resolutions"):  # StyleGAN2
-        return tuple(f"b{r}" for r in syn.block_resolutions)
-    if syn is not None and hasattr(syn, "layer_names"):  # StyleGAN3
-        return ("input", *syn.layer_names)
-    raise ValueError(
-        f"LatentCLR needs a differentiable intermediate layer; supported generators: sfvq's DCGAN, "
-        f"StyleGAN2 and StyleGAN3 modules, not {getattr(G, 'name', kind)}"
-    )
+    """Names of the layers :func:`feature_function` can read for ``G`` (``G.differentiable_layers``)."""
+    names = tuple(G.differentiable_layers)
+    if not names:
+        raise ValueError(
+            f"LatentCLR needs a differentiable intermediate layer, and {G.name} offers none "
+            "(sfvq's DCGAN, StyleGAN2 and StyleGAN3 adapters do)"
+        )
+    return names
 
 
 def default_layer(G: Any) -> str:
@@ -52,45 +48,19 @@ def default_layer(G: Any) -> str:
     return names[(len(names) - 1) // 2]
 
 
+def latent_kind(G: Any) -> str:
+    """The space LatentCLR's directions live in: W where G has a mapping network, else z."""
+    return "w" if "w" in G.spaces else "z"
+
+
 def feature_function(G: Any, layer: str | None = None) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
-    """A differentiable map from latents (N, dim) of G's LatentCLR space (z for a DCGAN, W for StyleGAN)
-    to the flattened activations at ``layer`` (N, F), and the layer's name."""
+    """A differentiable map from latents (N, dim) of G's LatentCLR space (:func:`latent_kind`) to the
+    flattened activations at ``layer`` (N, F) (``G.feature_fn``), and the layer's name."""
     names = feature_layers(G)
     layer = layer or default_layer(G)
     if layer not in names:
         raise ValueError(f"unknown layer {layer!r} for {G.name}; layers: {', '.join(names)}")
-    if type(G).__name__ == "DCGANGenerator":
-        idx = names.index(layer)
-        net = G.net
-
-        def dcgan(z: torch.Tensor) -> torch.Tensor:
-            return net.features(z, idx).flatten(1)  # (N, C*H*W)
-
-        return dcgan, layer
-    syn = G.network.synthesis
-    num_ws = int(G.num_ws)
-    if hasattr(syn, "block_resolutions"):
-        stop = names.index(layer)
-
-        def sg2(w: torch.Tensor) -> torch.Tensor:
-            ws = w[:, None, :].expand(-1, num_ws, -1)  # (N, num_ws, W)
-            x = img = None
-            w_idx = 0
-            for block in syn.blocks()[: stop + 1]:
-                x, img = block(x, img, ws[:, w_idx : w_idx + block.num_conv + block.num_torgb], "const")
-                w_idx += block.num_conv
-            return x.flatten(1)  # (N, C*R*R)
-
-        return sg2, layer
-    stop = names.index(layer)  # 0 = input, i = layer_names[i - 1]
-
-    def sg3(w: torch.Tensor) -> torch.Tensor:
-        x = syn.input(w)  # every layer reads the same w here (a single W vector)
-        for name in syn.layer_names[:stop]:
-            x = getattr(syn, name)(x, w)
-        return x.flatten(1)
-
-    return sg3, layer
+    return G.feature_fn(layer), layer
 
 
 # ---------------------------------------------------------------------------------------------- loss
@@ -156,8 +126,7 @@ def train_latentclr(
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
             raise ValueError(f"{name} must be a positive finite number, got {v!r}")
     f, layer = feature_function(G, layer)
-    kind = "w" if "w" in getattr(G, "spaces", ()) and type(G).__name__ != "DCGANGenerator" else "z"
-    space = LatentSpace(G, kind)
+    space = LatentSpace(G, latent_kind(G))
     X = np.asarray(space.sample(pool, seed, progress=False), dtype=np.float32)  # (pool, D)
     Xt = torch.from_numpy(X).to(G.device)
     scale = float(Xt.std(0).pow(2).mean().sqrt())  # RMS std per dimension
@@ -218,6 +187,7 @@ __all__ = [
     "default_layer",
     "feature_function",
     "feature_layers",
+    "latent_kind",
     "nt_xent",
     "train_latentclr",
 ]

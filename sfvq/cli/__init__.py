@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from sfvq import __version__
+from sfvq._version import __version__
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,10 +24,16 @@ def _register() -> None:
     main.add_command(_generate.sample)
     main.add_command(_generate.generate)
 
+    from sfvq.cli import augment as _augment
     from sfvq.cli import directions as _directions
+    from sfvq.cli import edit as _edit
+    from sfvq.cli import interop as _interop
 
-    for command in ("directions", "edit", "augment", "import_", "export"):
-        main.add_command(getattr(_directions, command))
+    main.add_command(_directions.directions)
+    main.add_command(_edit.edit)
+    main.add_command(_augment.augment)
+    main.add_command(_interop.import_)
+    main.add_command(_interop.export)
 
     from sfvq.cli import run as _run
 

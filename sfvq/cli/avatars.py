@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from sfvq.avatars.benchmark import GroundTruthConfig
-from sfvq.cli.options import DEVICE, FLOATS, LAYER_RANGE
+from sfvq.avatars.benchmark_config import GroundTruthConfig
+from sfvq.cli.options import FLOATS, LAYER_RANGE, device_option, network_option, outdir_option, quiet_option
 
 _DEFAULT_DATA = "runs/avatars-data"
 
@@ -33,9 +33,7 @@ def avatars() -> None:
 
 
 @avatars.command("build-dataset")
-@click.option(
-    "--outdir", type=click.Path(file_okay=False, path_type=Path), default=_DEFAULT_DATA, show_default=True
-)
+@outdir_option(default=_DEFAULT_DATA)
 @click.option("--count", type=click.IntRange(min=1), default=20_000, show_default=True, help="Faces.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Data-set seed.")
 @click.option(
@@ -49,7 +47,7 @@ def avatars() -> None:
 )
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Render processes.")
 @click.option("--force", is_flag=True, help="Rebuild even if OUTDIR holds a data set.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option()
 def build_dataset(
     outdir: Path, count: int, seed: int, resolutions: tuple[str, ...], workers: int, force: bool, quiet: bool
 ) -> None:
@@ -85,13 +83,7 @@ def build_dataset(
     show_default=True,
     help="Data set from build-dataset.",
 )
-@click.option(
-    "--outdir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default="runs/avatars-train",
-    show_default=True,
-    help="Run directory; a checkpoint there is resumed.",
-)
+@outdir_option("Run directory; a checkpoint there is resumed.", default="runs/avatars-train")
 @click.option("--kimg", type=click.FloatRange(min=0, min_open=True), default=300.0, show_default=True)
 @click.option("--resolution", type=click.Choice(["16", "32", "64"]), default="32", show_default=True)
 @click.option("--batch", type=click.IntRange(min=2), default=32, show_default=True)
@@ -110,9 +102,9 @@ def build_dataset(
 @click.option("--style-mixing", type=click.FloatRange(0, 1), default=0.9, show_default=True)
 @click.option("--ema-kimg", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True)
 @click.option("--noise/--no-noise", default=False, show_default=True, help="Per-pixel noise inputs in G.")
-@click.option("--device", type=DEVICE, default=None, help="Default: cuda if available, else cpu.")
+@device_option(None, "Default: cuda if available, else cpu.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch CPU threads.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option()
 def train_cmd(
     data: Path,
     outdir: Path,
@@ -184,12 +176,9 @@ def train_cmd(
 @click.option(
     "--data", type=click.Path(file_okay=False, path_type=Path), default=_DEFAULT_DATA, show_default=True
 )
-@click.option(
-    "--outdir",
-    type=click.Path(file_okay=False, path_type=Path),
+@outdir_option(
+    "Where avatars-classifier.safetensors + .json go (sfvq/avatars/weights to ship it).",
     default="runs/avatars-classifier",
-    show_default=True,
-    help="Where avatars-classifier.safetensors + .json go (sfvq/avatars/weights to ship it).",
 )
 @click.option("--resolution", type=click.Choice(["16", "32", "64"]), default="32", show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
@@ -199,9 +188,9 @@ def train_cmd(
 @click.option("--width", type=click.IntRange(min=4), default=32, show_default=True)
 @click.option("--holdout", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--device", type=DEVICE, default=None, help="Default: cuda if available, else cpu.")
+@device_option(None, "Default: cuda if available, else cpu.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch CPU threads.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option()
 def train_classifier_cmd(
     data: Path,
     outdir: Path,
@@ -297,12 +286,7 @@ def _copy_classifier(path: Path, outdir: Path) -> None:
     show_default=True,
     help="Training run directory (or its checkpoint.pt).",
 )
-@click.option(
-    "--outdir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Default: sfvq/avatars/weights (where builtin:avatars-sg2 is loaded from).",
-)
+@outdir_option("Default: sfvq/avatars/weights (where builtin:avatars-sg2 is loaded from).", required=False)
 @click.option(
     "--classifier",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -316,7 +300,8 @@ def export_cmd(run_dir: Path, outdir: Path | None, classifier: Path | None, samp
     With --classifier, the classifier's two files are copied beside it (shipped with the generator)."""
     from sfvq.avatars import WEIGHTS_DIR
     from sfvq.avatars.classifier import ClassifierError
-    from sfvq.avatars.train import TrainingError, export_generator
+    from sfvq.avatars.export import export_generator
+    from sfvq.avatars.train import TrainingError
     from sfvq.io import write_options
 
     out = outdir or WEIGHTS_DIR
@@ -361,11 +346,9 @@ _GT = GroundTruthConfig()  # the library's benchmark settings are the command's 
 
 
 @avatars.command("benchmark")
-@click.option(
-    "--network",
-    default="builtin:avatars-sg2",
-    show_default=True,
+@network_option(
     help="A generator with a W space trained on the avatars (built-in name or exported .safetensors).",
+    default="builtin:avatars-sg2",
 )
 @click.option(
     "--classifier",
@@ -373,12 +356,7 @@ _GT = GroundTruthConfig()  # the library's benchmark settings are the command's 
     default=None,
     help="Factor classifier (.safetensors). Default: the one shipped beside builtin:avatars-sg2.",
 )
-@click.option(
-    "--outdir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default="runs/avatars-benchmark",
-    show_default=True,
-)
+@outdir_option(default="runs/avatars-benchmark")
 @click.option(
     "--bits",
     default=",".join(map(str, _GT.bits)),
@@ -431,9 +409,9 @@ _GT = GroundTruthConfig()  # the library's benchmark settings are the command's 
     "--layers", type=LAYER_RANGE, default=None, help="W+ layers every edit touches, e.g. 4-7 (default: all)."
 )
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--device", type=DEVICE, default=None, help="Default: cuda if available, else cpu.")
+@device_option(None, "Default: cuda if available, else cpu.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch CPU threads.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@quiet_option("No progress bars.")
 def benchmark_cmd(
     network: str,
     classifier: Path | None,

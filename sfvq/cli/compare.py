@@ -8,15 +8,22 @@ with ``--directions METHOD=DIR`` from an earlier run's ``directions/<method>/``)
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 from pathlib import Path
 from typing import Any
 
 import click
 
-from sfvq.cli.options import DEVICE, FINITE_FLOAT, FLOATS, LAYER_RANGE, SeedList
+from sfvq.cli.common import load_network, open_run, run_generator, run_network, run_space
+from sfvq.cli.options import (
+    FINITE_FLOAT,
+    FLOATS,
+    LAYER_RANGE,
+    SeedList,
+    batch_size_option,
+    device_option,
+    network_option,
+    outdir_option,
+)
 
 UNITS = click.Choice(["std", "raw"])
 
@@ -67,32 +74,27 @@ def build_methods(
     """Load the generator (and the sfvq model when given), build or read every method's directions,
     save them under ``outdir/directions/``. Returns (G, network, [MethodDirections])."""
     from sfvq.baselines import load_method, method_directions, save_method
-    from sfvq.cli.directions import _generator, load_model_arg, load_space
-    from sfvq.directions import check_layers, run_latents
+    from sfvq.directions import check_layers
 
-    model = run_dir = None
+    run = None
     if model_path is not None:
         if "sfvq" not in methods:
             raise click.BadParameter(
                 "--model is used by the sfvq method; add sfvq to --methods", param_hint="'--model'"
             )
-        model, run_dir = load_model_arg(model_path)
-        if network is None:
-            network = (getattr(model, "metadata_", None) or {}).get("network")
-            if not network:
-                raise click.UsageError("the model does not record its generator; pass --network NAME|PATH")
+        run = open_run(model_path, network=network, device=device)
+        network = run_network(run)
     if network is None:
         raise click.UsageError("pass --network NAME|PATH (or --model of a run that records it)")
-    G = _generator(str(network), device)
+    G = run_generator(run) if run is not None else load_network(str(network), device)
     if layers is not None:
         try:
             check_layers(layers, G.num_ws)
         except ValueError as e:
             raise click.BadParameter(f"{e} ({G.name})", param_hint="'--layers'") from e
-    space = X = None
-    if model is not None:
-        space = load_space(run_dir, model, G, None)
-        X = run_latents(run_dir, model)
+    model = space = X = None
+    if run is not None:
+        model, space, X = run.model, run_space(run), run.latents
         if bits is None:
             bits = min(max(model.codebooks_), 4)
         if bits not in model.codebooks_:
@@ -133,9 +135,7 @@ def build_methods(
 
 def _common(f: Any) -> Any:
     opts = [
-        click.option(
-            "--network", default=None, metavar="NAME|PATH", help="Generator (default: the --model's)."
-        ),
+        network_option(help="Generator (default: the --model's)."),
         click.option(
             "--model",
             "model_path",
@@ -182,21 +182,13 @@ def _common(f: Any) -> Any:
             metavar="METHOD=DIR",
             help="Reuse a method's saved directions (OUTDIR/directions/METHOD of an earlier run).",
         ),
-        click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True),
-        click.option("--device", type=DEVICE, default="cpu", show_default=True, help="Torch device."),
-        click.option(
-            "--outdir", type=click.Path(file_okay=False, dir_okay=True, path_type=Path), required=True
-        ),
+        batch_size_option(64),
+        device_option(),
+        outdir_option(),
     ]
     for opt in reversed(opts):
         f = opt(f)
     return f
-
-
-def _png_data_uri(image: Any) -> str:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 # ---------------------------------------------------------------------------------------------- compare
@@ -239,9 +231,10 @@ def compare(
     from rich.console import Console
 
     from sfvq.directions import layers_text
-    from sfvq.evaluation import render_steps
     from sfvq.generators.base import to_uint8
-    from sfvq.io import atomic_path, labelled_grid, save_png, write_options
+    from sfvq.images import labelled_grid
+    from sfvq.io import save_png, write_options
+    from sfvq.report import CompareSection, write_compare_page
     from sfvq.spaces import check_finite
 
     console = Console(stderr=True)
@@ -259,7 +252,7 @@ def compare(
     )  # fmt: skip
     if units == "std":
         for md in mds:
-            missing = [d.name for d in md.directions if d.std is None]
+            missing = [d.name for d in md.directions if d.std is None or not d.std > 0]
             if missing:
                 raise click.BadParameter(
                     f"{md.method}: no std along {', '.join(missing[:4])} (a model without latents.npy?)",
@@ -270,34 +263,18 @@ def compare(
     for md in mds:
         full = md.space.encode_seeds(seeds)  # (S, L, F)
         tiles, labels = [], []
-        for i, d in enumerate(md.directions):
-            imgs = render_steps(md, i, 1, full, sigma, units=units, layers=layers, batch_size=batch_size)
-            check_finite(imgs, f"{md.method} {d.name} images")
-            tiles.append(to_uint8(imgs.reshape(-1, *imgs.shape[2:])))  # (S*T, H, W, C) seed-major
+        for d in md.directions:
+            scale = d.std if units == "std" else 1.0
+            use = layers if layers is not None else d.layers
+            imgs = md.space.render_edits(full, [d.vector], [s * scale for s in sigma], use, batch_size)
+            check_finite(imgs, f"{md.method} {d.name} images")  # (S, 1, T, C, H, W)
+            tiles.append(to_uint8(imgs.reshape(-1, *imgs.shape[3:])))  # (S*T, H, W, C) seed-major
             labels += [f"{d.name} s{s} {v:+g}" for s in seeds for v in sigma]
         grid = labelled_grid(np.concatenate(tiles), labels, cols=len(seeds) * len(sigma))
         files[md.method] = save_png(outdir / f"{md.method}.png", grid)
-        rows = "".join(
-            f"<tr><td>{html.escape(d.name)}</td><td>{'-' if d.std is None else f'{d.std:.4g}'}</td>"
-            f"<td><code>{html.escape(str(d.source))}</code></td></tr>"
-            for d in md.directions
-        )
-        sections.append(
-            f"<h2>{html.escape(md.method)} <small>({html.escape(md.space.name)})</small></h2>"
-            f"<img src='{_png_data_uri(grid)}' alt='{html.escape(md.method)}'>"
-            f"<table><tr><th>direction</th><th>std</th><th>source</th></tr>{rows}</table>"
-        )
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>sfvq compare</title>"
-        "<style>body{font-family:sans-serif;margin:1em}img{image-rendering:pixelated;max-width:100%}"
-        "td,th{padding:2px 8px;text-align:left;font-size:small}</style></head><body>"
-        f"<h1>Directions of {html.escape(', '.join(names))} on {html.escape(G.name)}</h1>"
-        f"<p>Seeds {html.escape(', '.join(map(str, seeds)))}; "
-        f"sigma {html.escape(', '.join(f'{s:g}' for s in sigma))} ({units} units); {html.escape(where)}. "
-        "Rows: directions; columns: seed, then sigma.</p>" + "".join(sections) + "</body></html>"
-    )
-    with atomic_path(outdir / "index.html") as tmp:
-        tmp.write_text(page, encoding="utf-8")
+        rows = [(d.name, d.std, d.source) for d in md.directions]
+        sections.append(CompareSection(md.method, md.space.name, grid, rows))
+    write_compare_page(outdir / "index.html", names, G.name, seeds, sigma, units, where, sections)
     write_options(
         outdir,
         "compare",

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from sfvq.cli.options import DEVICE
+from sfvq.cli.common import run_error
+from sfvq.cli.options import device_option, network_option
 
 LOOPBACK = "127.0.0.1"
 
@@ -32,13 +33,8 @@ LOOPBACK = "127.0.0.1"
     show_default=True,
     help="Port to listen on; 0 picks a free one.",
 )
-@click.option(
-    "--network",
-    default=None,
-    metavar="NAME|PATH",
-    help="Generator (default: the one recorded in the model).",
-)
-@click.option("--device", type=DEVICE, default="cpu", show_default=True, help="Torch device.")
+@network_option()
+@device_option()
 def explore(run_dir: Path, host: str | None, port: int, network: str | None, device: str) -> None:
     """Serve a page to explore the curve of a run: a slider over the curve index rendering live, the
     panoptic map of each bitrate, edits along a selected segment, saving named directions into the run and
@@ -48,16 +44,14 @@ def explore(run_dir: Path, host: str | None, port: int, network: str | None, dev
     """
     from sfvq.explore.app import Explorer, bind, create_app, serve, url_of
     from sfvq.generators.base import GeneratorError
-    from sfvq.quantizer import ModelFileError
+    from sfvq.runs import RunError
 
     try:
         explorer = Explorer.open(run_dir, network=network, device=device)
-    except GeneratorError as e:
-        raise click.BadParameter(str(e), param_hint="'--network'") from e
-    except (FileNotFoundError, ModelFileError) as e:
-        raise click.BadParameter(str(e), param_hint="'--run'") from e
-    except ValueError as e:
-        raise click.UsageError(f"cannot explore {run_dir}: {e}") from e
+    except (RunError, GeneratorError) as e:
+        if isinstance(e, RunError) and e.param is None:
+            raise click.UsageError(f"cannot explore {run_dir}: {e}") from e
+        raise run_error(e, "'--run'") from e
     explicit = host is not None
     host = host if explicit else LOOPBACK
     try:

@@ -11,49 +11,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from sfvq.cli.options import DEVICE
-from sfvq.quantizer import DEFAULT_SCHEDULE as FIT_DEFAULTS
-
-
-def load_latents(path: Path) -> np.ndarray:
-    """Read an (N, D) latents ``.npy`` (never a pickle), with errors that name the problem."""
-    try:
-        X = np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as e:
-        raise click.BadParameter(
-            f"{path} is not a plain numeric .npy file ({e})", param_hint="'--latents'"
-        ) from e
-    except OSError as e:
-        raise click.BadParameter(f"cannot read {path}: {e}", param_hint="'--latents'") from e
-    if not isinstance(X, np.ndarray) or X.dtype.kind not in "fiu":
-        raise click.BadParameter(
-            f"{path} does not hold numbers (dtype {getattr(X, 'dtype', '?')})", param_hint="'--latents'"
-        )
-    if X.ndim == 3:
-        raise click.BadParameter(
-            f"{path} holds {X.shape} (N, layers, D) latents; fit on one layer's (N, D) vectors, "
-            "e.g. sample with --space w",
-            param_hint="'--latents'",
-        )
-    return X
-
-
-def summary_rows(model: Any) -> list[dict[str, Any]]:
-    """One row per bitrate: bits, MSE, NMSE, perplexity, used segments, seconds."""
-    tv = model.total_variance_
-    return [
-        {
-            "bits": h["bits"],
-            "corners": 2 ** h["bits"],
-            "mse": h["mse"],
-            "nmse": h["mse"] / tv if tv > 0 else float("nan"),
-            "perplexity": h["perplexity"],
-            "used_segments": h["used_segments"],
-            "segments": 2 ** h["bits"] - 1,
-            "seconds": h["seconds"],
-        }
-        for h in model.history_
-    ]
+from sfvq.cli.common import read_latents_arg
+from sfvq.cli.options import device_option, outdir_option, quiet_option
+from sfvq.schedule import DEFAULT_SCHEDULE as FIT_DEFAULTS
 
 
 def print_summary(rows: list[dict[str, Any]], title: str, console: Console | None = None) -> None:
@@ -76,33 +36,26 @@ def run_fit(
     X: np.ndarray, outdir: Path, options: dict[str, Any], command: str, source: dict[str, Any]
 ) -> Any:
     """Fit, then write model, summary, plots and options.json into ``outdir``; returns the model."""
-    from sfvq import SFVQ
-    from sfvq.io import write_json, write_options
-    from sfvq.plots import curve_plot, loss_plot
+    from sfvq.fitting import fit_curve, write_fit
+    from sfvq.io import write_options
 
-    model = SFVQ(
-        options["bits"],
-        epochs=options["epochs"],
-        batch_size=options["batch_size"],
-        lr=options["lr"],
-        init=options["init"],
-        assign=options["assign"],
-        random_state=options["seed"],
-        device=options["device"],
-        verbose=not options["quiet"],
-    )
     try:
-        model.fit(np.asarray(X))
+        model = fit_curve(
+            X,
+            options["bits"],
+            epochs=options["epochs"],
+            batch_size=options["batch_size"],
+            lr=options["lr"],
+            init=options["init"],
+            assign=options["assign"],
+            seed=options["seed"],
+            device=options["device"],
+            verbose=not options["quiet"],
+            metadata={"data": source},
+        )
     except ValueError as e:  # bad data: say so as a usage error, nothing written
         raise click.UsageError(str(e)) from e
-    model.metadata_ = {"data": source}
-    outdir.mkdir(parents=True, exist_ok=True)
-    model.save(outdir / "model.safetensors")
-    rows = summary_rows(model)
-    write_json(outdir / "summary.json", {"total_variance": model.total_variance_, "stages": rows})
-    loss_plot(model.history_, outdir / "loss.png")
-    codebooks = {b: C.cpu().numpy() for b, C in model.codebooks_.items()}
-    curve_plot(np.asarray(X), codebooks, outdir / "curve.png")
+    rows, _ = write_fit(model, X, outdir)
     write_options(outdir, command, {**options, "outdir": str(outdir)})
     print_summary(rows, f"SFVQ fit on {source.get('name', 'data')}: N={X.shape[0]}, D={X.shape[1]}")
     click.echo(f"wrote {outdir}/model.safetensors, summary.json, loss.png, curve.png, options.json")
@@ -146,9 +99,9 @@ def _fit_options(f: Any) -> Any:
                 "--assign", type=click.Choice(["dithered", "exact"]), default="dithered", show_default=True
             ),
             click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True),
-            click.option("--device", type=DEVICE, default="cpu", show_default=True),
-            click.option("--quiet", is_flag=True, help="No progress bar."),
-            click.option("--outdir", type=click.Path(file_okay=False, path_type=Path), required=True),
+            device_option(),
+            quiet_option(),
+            outdir_option(),
         ]
     ):
         f = option(f)
@@ -165,7 +118,7 @@ def _fit_options(f: Any) -> Any:
 @_fit_options
 def fit(latents: Path, outdir: Path, **options: Any) -> None:
     """Fit an SFVQ curve to the latent vectors in a .npy file."""
-    X = load_latents(latents)
+    X = read_latents_arg(latents)
     run_fit(
         X, outdir, {"latents": str(latents), **options}, "fit", {"name": latents.name, "path": str(latents)}
     )

@@ -3,93 +3,31 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 
-from sfvq.cli.options import DEVICE, FINITE_FLOAT, SeedList
-from sfvq.latents import MAX_SEED, SPACES
-
-NOISE_MODES = ("const", "random", "none")
-
-
-def _load(network: str, device: str) -> Any:
-    """Load ``--network`` or fail as a usage error naming it."""
-    from sfvq.generators.base import GeneratorError
-    from sfvq.generators.registry import load_generator
-
-    try:
-        return load_generator(network, device=device)
-    except GeneratorError as e:
-        raise click.BadParameter(str(e), param_hint="'--network'") from e
-
-
-def _check(G: Any, truncation_psi: float, truncation_cutoff: int | None, class_idx: int | None) -> None:
-    """Check truncation and class against the loaded generator; usage errors name the option.
-
-    Then one trial mapping, so that whatever else the generator refuses (e.g. BigGAN's psi outside
-    (0, 1]) is a usage error before anything is written.
-    """
-    import torch
-
-    from sfvq.latents import check_truncation, class_vectors, z_for_seeds
-
-    try:
-        check_truncation(G, truncation_psi, truncation_cutoff)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="'--trunc-cutoff'") from e
-    try:
-        class_vectors(G, class_idx, 1)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="'--class'") from e
-    try:
-        z = torch.from_numpy(z_for_seeds(G, [0], truncation_psi)).to(G.device)  # (1, z_dim)
-        G.mapping(z, class_vectors(G, class_idx, 1), truncation_psi, truncation_cutoff)
-    except ValueError as e:
-        raise click.UsageError(f"{G.name} refuses these options: {e}") from e
-
-
-def _options(*options: Any) -> Any:
-    """Apply click options in the order given (as they appear in --help)."""
-
-    def decorate(f: Any) -> Any:
-        for option in reversed(options):
-            f = option(f)
-        return f
-
-    return decorate
-
-
-_network = click.option(
-    "--network",
-    required=True,
-    metavar="NAME|PATH",
-    help="Built-in name (builtin:faces-dcgan), StyleGAN .pkl, rosinality .pt or BigGAN directory.",
+from sfvq.cli.common import check_sampling, load_network
+from sfvq.cli.options import (
+    SeedList,
+    batch_size_option,
+    device_option,
+    network_option,
+    noise_mode_option,
+    outdir_option,
+    space_option,
+    truncation_options,
 )
-_truncation = _options(
-    click.option(
-        "--trunc", "truncation_psi", type=FINITE_FLOAT, default=1.0, show_default=True, help="Truncation psi."
-    ),
-    click.option(
-        "--trunc-cutoff",
-        type=click.IntRange(min=0),
-        default=None,
-        help="Truncate only the first N style layers.",
-    ),
-    click.option(
-        "--class", "class_idx", type=click.IntRange(min=0), default=None, help="Class (conditional models)."
-    ),
-)
-_device = click.option("--device", type=DEVICE, default="cpu", show_default=True, help="Torch device.")
+from sfvq.parsing import MAX_SEED
+
+SAMPLE_SPACES = ("z", "w", "w+")  # of sfvq.parsing.SPACE_NAMES: the latents a file can hold
 
 
 @click.command()
-@_network
-@click.option(
-    "--space",
-    type=click.Choice(SPACES),
-    default=None,
-    help="Latent space to store. Default: w if the generator has one, else z.",
+@network_option(required=True)
+@space_option(
+    SAMPLE_SPACES,
+    "sample",
+    help="Latent space to store (w+: all style layers). Default: w if the generator has one, else z.",
 )
 @click.option("--n", "n", type=click.IntRange(min=1), default=None, help="Number of latents (default 10000).")
 @click.option(
@@ -101,15 +39,10 @@ _device = click.option("--device", type=DEVICE, default="cpu", show_default=True
     default=None,
     help="One z per seed, as NVIDIA's tools draw it (e.g. 0-999); instead of --n/--seed.",
 )
-@_truncation
-@click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
-@_device
-@click.option(
-    "--outdir",
-    type=click.Path(file_okay=False, dir_okay=True, path_type=Path),
-    required=True,
-    help="Writes latents.npy, latents.json and options.json here.",
-)
+@truncation_options()
+@batch_size_option(1024)
+@device_option()
+@outdir_option("Writes latents.npy, latents.json and options.json here.")
 def sample(
     network: str,
     space: str | None,
@@ -133,14 +66,14 @@ def sample(
     if seeds is None:
         n = 10_000 if n is None else n
         seed = 0 if seed is None else seed
-    G = _load(network, device)
+    G = load_network(network, device)
     if space is None:
         space = "w" if "w" in G.spaces else "z"
     try:
         check_space(G, space)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="'--space'") from e
-    _check(G, truncation_psi, trunc_cutoff, class_idx)
+    check_sampling(G, truncation_psi, trunc_cutoff, class_idx)
     if space == "z" and (truncation_psi != 1.0 or trunc_cutoff is not None):
         click.echo(
             "note: space z stores the raw z; the truncation is recorded in latents.json and applies "
@@ -182,22 +115,17 @@ def sample(
 
 
 @click.command()
-@_network
+@network_option(required=True)
 @click.option("--seeds", type=SeedList(max_count=10_000), required=True, help="Seeds, e.g. 0-15,20.")
-@_truncation
-@click.option("--noise-mode", type=click.Choice(NOISE_MODES), default="const", show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@_device
+@truncation_options()
+@noise_mode_option()
+@batch_size_option(16)
+@device_option()
 @click.option("--grid/--no-grid", default=True, show_default=True, help="Also write a labelled grid.png.")
 @click.option(
     "--grid-cols", type=click.IntRange(min=1), default=None, help="Images per grid row (default: square)."
 )
-@click.option(
-    "--outdir",
-    type=click.Path(file_okay=False, dir_okay=True, path_type=Path),
-    required=True,
-    help="Writes seed0000.png ..., grid.png and options.json here.",
-)
+@outdir_option("Writes seed0000.png ..., grid.png and options.json here.")
 def generate(
     network: str,
     seeds: list[int],
@@ -218,11 +146,12 @@ def generate(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from sfvq.generators.base import to_uint8
-    from sfvq.io import labelled_grid, save_png, write_options
+    from sfvq.images import labelled_grid
+    from sfvq.io import save_png, write_options
     from sfvq.latents import class_vectors, format_seeds, z_for_seeds
 
-    G = _load(network, device)
-    _check(G, truncation_psi, trunc_cutoff, class_idx)
+    G = load_network(network, device)
+    check_sampling(G, truncation_psi, trunc_cutoff, class_idx)
     outdir.mkdir(parents=True, exist_ok=True)
     tiles: list[np.ndarray] = []
     columns = (TextColumn("generating"), BarColumn(), MofNCompleteColumn())

@@ -1,87 +1,24 @@
-"""Shared click parameter types: seed lists (``0-15,20``), inclusive layer ranges (``4-7``), float lists.
+"""Shared pieces of the command line: click parameter types and reusable option decorators.
 
-Bad values fail as click usage errors that quote the offending part.
+Parameter types (seed lists ``0-15,20``, inclusive layer ranges ``4-7``, float lists, finite floats,
+devices, space names) wrap the plain parsers of :mod:`sfvq.parsing`; bad values fail as click usage
+errors that quote the offending part. The option decorators (``--network``, ``--device``, ``--outdir``,
+``--noise-mode``, ``--quiet``, ``--model``, ``--space``, truncation, ...) give every command the same
+spelling, type and help for the same option.
 """
 
 from __future__ import annotations
 
 import math
-import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import click
 
-MAX_SEED = 2**32 - 1  # numpy.random.RandomState accepts seeds in [0, 2**32 - 1]
+from sfvq.parsing import SPACE_NAMES, check_space_name, parse_floats, parse_layer_range, parse_seeds
 
-_RANGE_RE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
-
-
-def parse_seeds(text: str, max_count: int | None = None) -> list[int]:
-    """``"0-3,7"`` -> ``[0, 1, 2, 3, 7]``: comma-separated seeds and inclusive ranges, no repeats.
-
-    Raises ValueError naming the bad part (empty, not an integer, reversed range, out of
-    [0, 2**32 - 1], repeated seed, more than ``max_count`` seeds).
-    """
-    parts = [p.strip() for p in str(text).split(",")]
-    if not any(parts):
-        raise ValueError("no seeds given (expected e.g. 0-15,20)")
-    spans: list[tuple[int, int]] = []
-    total = 0
-    for part in parts:
-        m = _RANGE_RE.match(part)
-        if not m:
-            raise ValueError(f"{part!r} is not a seed or a range a-b of non-negative integers (e.g. 0-15,20)")
-        lo = int(m.group(1))
-        hi = int(m.group(2)) if m.group(2) is not None else lo
-        if hi < lo:
-            raise ValueError(f"range {part!r} is reversed (write {hi}-{lo})")
-        if hi > MAX_SEED:
-            raise ValueError(f"seed {hi} is out of range [0, {MAX_SEED}]")
-        total += hi - lo + 1
-        if max_count is not None and total > max_count:
-            raise ValueError(f"{text!r} gives more than {max_count} seeds")
-        spans.append((lo, hi))
-    spans_sorted = sorted(spans)
-    for prev, nxt in zip(spans_sorted, spans_sorted[1:], strict=False):
-        if nxt[0] <= prev[1]:
-            raise ValueError(f"seed {nxt[0]} is listed more than once in {text!r}")
-    return [s for lo, hi in spans for s in range(lo, hi + 1)]
-
-
-def parse_layer_range(text: str) -> tuple[int, int]:
-    """``"4-7"`` -> ``(4, 8)`` (inclusive when typed, stop exclusive in code); ``"5"`` -> ``(5, 6)``."""
-    m = _RANGE_RE.match(str(text))
-    if not m:
-        raise ValueError(f"{text!r} is not a layer index or an inclusive range a-b (e.g. 4-7)")
-    lo = int(m.group(1))
-    hi = int(m.group(2)) if m.group(2) is not None else lo
-    if hi < lo:
-        raise ValueError(f"layer range {text!r} is reversed (write {hi}-{lo})")
-    return lo, hi + 1
-
-
-def format_layer_range(start: int, stop: int) -> str:
-    """(start, stop_exclusive) -> the inclusive form users type: ``(4, 8)`` -> ``"4-7"``."""
-    if stop <= start:
-        raise ValueError(f"empty layer range [{start}, {stop})")
-    return str(start) if stop == start + 1 else f"{start}-{stop - 1}"
-
-
-def parse_floats(text: str) -> list[float]:
-    """``"-8,-4,0,4,8"`` -> ``[-8.0, -4.0, 0.0, 4.0, 8.0]``; finite numbers only."""
-    parts = [p.strip() for p in str(text).split(",")]
-    if not any(parts):
-        raise ValueError("no numbers given (expected e.g. -8,-4,0,4,8)")
-    values = []
-    for part in parts:
-        try:
-            v = float(part)
-        except ValueError:
-            raise ValueError(f"{part!r} is not a number (expected e.g. -8,-4,0,4,8)") from None
-        if not math.isfinite(v):
-            raise ValueError(f"{part!r} is not a finite number")
-        values.append(v)
-    return values
+NOISE_MODES = ("const", "random", "none")
 
 
 class SeedList(click.ParamType):
@@ -171,8 +108,194 @@ class Device(click.ParamType):
         return str(dev)
 
 
+class SpaceName(click.ParamType):
+    """A name of the one space vocabulary (:data:`sfvq.parsing.SPACE_NAMES`: ``w``, ``w+``, ``z``,
+    ``features``), of which a command supports ``supported``; a name it does not take fails saying so."""
+
+    name = "space"
+
+    def __init__(self, supported: Sequence[str], command: str) -> None:
+        unknown = set(supported) - set(SPACE_NAMES)
+        if unknown:
+            raise ValueError(f"not space names: {sorted(unknown)}")
+        self.supported = tuple(supported)
+        self.command = command
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "[" + "|".join(self.supported) + "]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            return check_space_name(str(value).strip(), self.supported, f"sfvq {self.command}")
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
 SEEDS = SeedList()
 LAYER_RANGE = LayerRange()
 FLOATS = FloatList()
 FINITE_FLOAT = FiniteFloat()
 DEVICE = Device()
+
+Decorator = Callable[[Any], Any]
+
+
+# ---------------------------------------------------------------------------------------------- options
+def options(*decorators: Decorator) -> Decorator:
+    """Apply click options in the order given (the order they appear in --help)."""
+
+    def decorate(f: Any) -> Any:
+        for option in reversed(decorators):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+def _default(value: Any) -> dict[str, Any]:
+    """click keywords for an option's default: none at all for None (click counts an explicit
+    ``default=None`` as a value, and a required option given one is never reported missing)."""
+    return {} if value is None else {"default": value, "show_default": True}
+
+
+def device_option(default: str | None = "cpu", help: str = "Torch device.") -> Decorator:
+    """``--device``: a torch device that exists here (cpu, cuda, cuda:1, mps)."""
+    return click.option("--device", type=DEVICE, help=help, **_default(default))
+
+
+def network_option(required: bool = False, help: str | None = None, default: str | None = None) -> Decorator:
+    """``--network NAME|PATH``: a built-in generator name or a generator file / directory."""
+    if help is None:
+        help = (
+            "Built-in name (builtin:faces-dcgan), StyleGAN .pkl, rosinality .pt or BigGAN directory."
+            if required
+            else "Generator (default: the one recorded in the model)."
+        )
+    return click.option("--network", required=required, metavar="NAME|PATH", help=help, **_default(default))
+
+
+def outdir_option(
+    help: str | None = None, *, required: bool = True, default: str | Path | None = None
+) -> Decorator:
+    """``--outdir DIRECTORY`` where a command writes (a file there is refused)."""
+    return click.option(
+        "--outdir",
+        type=click.Path(file_okay=False, dir_okay=True, path_type=Path),
+        required=required and default is None,
+        help=help,
+        **_default(default),
+    )
+
+
+def quiet_option(help: str = "No progress bar.") -> Decorator:
+    """``--quiet``: no progress bars."""
+    return click.option("--quiet", is_flag=True, help=help)
+
+
+def noise_mode_option(default: str | None = "const", help: str | None = None) -> Decorator:
+    """``--noise-mode const|random|none``: the synthesis noise of StyleGAN-like generators."""
+    if help is None and default is None:
+        help = "Default: the space's (const)."
+    return click.option(
+        "--noise-mode",
+        type=click.Choice(NOISE_MODES),
+        help=help,
+        **_default(default),
+    )
+
+
+def model_option(
+    required: bool = True, help: str = "An sfvq model.safetensors, or the run directory holding one."
+) -> Decorator:
+    """``--model``: a model file or the run directory holding ``model.safetensors``."""
+    return click.option(
+        "--model", "model_path", type=click.Path(path_type=Path), required=required, help=help
+    )
+
+
+def space_option(
+    supported: Sequence[str],
+    command: str,
+    *,
+    dest: str = "space",
+    default: str | None = None,
+    help: str | None = None,
+) -> Decorator:
+    """``--space``: one of the shared space names that ``command`` supports (see :class:`SpaceName`)."""
+    return click.option(
+        "--space",
+        dest,
+        type=SpaceName(supported, command),
+        help=help,
+        **_default(default),
+    )
+
+
+def model_space_option(command: str) -> Decorator:
+    """``--space w|z|features`` of a run's model, for a model without a ``space.json`` beside it."""
+    return space_option(
+        ("w", "z", "features"),
+        command,
+        dest="space_kind",
+        help="Space of the model's latents; needed only when no space.json lies beside the model.",
+    )
+
+
+def batch_size_option(default: int, help: str | None = None) -> Decorator:
+    """``--batch-size N`` (N >= 1)."""
+    return click.option(
+        "--batch-size", type=click.IntRange(min=1), default=default, show_default=True, help=help
+    )
+
+
+def truncation_options(psi_default: float | None = 1.0) -> Decorator:
+    """``--trunc`` (psi), ``--trunc-cutoff`` and ``--class`` (conditional generators)."""
+    return options(
+        click.option(
+            "--trunc",
+            "truncation_psi",
+            type=FINITE_FLOAT,
+            help="Truncation psi.",
+            **_default(psi_default),
+        ),
+        click.option(
+            "--trunc-cutoff",
+            type=click.IntRange(min=0),
+            default=None,
+            help="Truncate only the first N style layers.",
+        ),
+        click.option(
+            "--class",
+            "class_idx",
+            type=click.IntRange(min=0),
+            default=None,
+            help="Class (conditional models).",
+        ),
+    )
+
+
+__all__ = [
+    "DEVICE",
+    "FINITE_FLOAT",
+    "FLOATS",
+    "LAYER_RANGE",
+    "NOISE_MODES",
+    "SEEDS",
+    "Device",
+    "FiniteFloat",
+    "FloatList",
+    "LayerRange",
+    "SeedList",
+    "SpaceName",
+    "batch_size_option",
+    "device_option",
+    "model_option",
+    "model_space_option",
+    "network_option",
+    "noise_mode_option",
+    "options",
+    "outdir_option",
+    "quiet_option",
+    "space_option",
+    "truncation_options",
+]

@@ -6,16 +6,27 @@ from pathlib import Path
 
 import click
 
-from sfvq.cli.generate import NOISE_MODES, _check, _device, _load, _network, _truncation
-from sfvq.cli.options import FLOATS, SeedList
-from sfvq.latents import MAX_SEED
+from sfvq.cli.common import check_sampling, load_network
+from sfvq.cli.options import (
+    FLOATS,
+    SeedList,
+    device_option,
+    network_option,
+    noise_mode_option,
+    outdir_option,
+    quiet_option,
+    space_option,
+    truncation_options,
+)
+from sfvq.parsing import MAX_SEED
 from sfvq.pipeline import DEFAULT_N, ConfigError, RunConfig, print_run_summary, run_pipeline
-from sfvq.quantizer import DEFAULT_SCHEDULE
-from sfvq.spaces import KINDS
+from sfvq.schedule import DEFAULT_SCHEDULE
+
+RUN_SPACES = ("w", "z", "features")  # of sfvq.parsing.SPACE_NAMES: the spaces (sfvq.spaces.KINDS) of a curve
 
 
 @click.command()
-@_network
+@network_option(required=True)
 @click.option(
     "--bits",
     type=click.IntRange(2, 12),
@@ -23,10 +34,9 @@ from sfvq.spaces import KINDS
     show_default=True,
     help="Final bitrate (2**bits corners); maps are drawn for every bitrate from 2 up.",
 )
-@click.option(
-    "--space",
-    type=click.Choice(KINDS),
-    default=None,
+@space_option(
+    RUN_SPACES,
+    "run",
     help="Space of the curve. Default: w with a mapping network, else the first layer's features (PCA).",
 )
 @click.option("--layer", default=None, help="Feature layer for --space features (default: the first).")
@@ -36,8 +46,8 @@ from sfvq.spaces import KINDS
 @click.option(
     "--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True, help="Sampling/fit seed."
 )
-@_truncation
-@click.option("--noise-mode", type=click.Choice(NOISE_MODES), default="const", show_default=True)
+@truncation_options()
+@noise_mode_option()
 @click.option(
     "--epochs",
     type=click.IntRange(min=1),
@@ -96,13 +106,10 @@ from sfvq.spaces import KINDS
     show_default=True,
     help="Images rendered per generator call.",
 )
-@_device
-@click.option("--quiet", is_flag=True, help="No progress bars (the final summary is still printed).")
-@click.option(
-    "--outdir",
-    type=click.Path(file_okay=False, dir_okay=True, path_type=Path),
-    required=True,
-    help="Run directory: model, latents, maps/, walks/, edits/, report.html, summary.json, options.json.",
+@device_option()
+@quiet_option("No progress bars (the final summary is still printed).")
+@outdir_option(
+    "Run directory: model, latents, maps/, walks/, edits/, report.html, summary.json, options.json."
 )
 def run(
     network: str,
@@ -156,15 +163,15 @@ def run(
         device=device,
         progress=not quiet,
     )
-    G = _load(network, device)
-    _check(G, truncation_psi, trunc_cutoff, class_idx)
+    G = load_network(network, device)
+    check_sampling(G, truncation_psi, trunc_cutoff, class_idx)
     from sfvq.pipeline import validate
 
     try:
         kind = validate(config, G)
     except ConfigError as e:
         raise click.BadParameter(str(e), param_hint=f"'{e.option}'") from e
-    if kind == "features" and truncation_psi != 1.0 and type(G).__name__ != "BigGANGenerator":
+    if kind == "features" and truncation_psi != 1.0 and "w" in G.spaces and not G.truncation_in_z:
         click.echo(
             f"note: --trunc {truncation_psi:g} does not change a feature space of {G.name}: its features "
             "are computed from untruncated z (the setting is recorded)",

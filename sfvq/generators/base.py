@@ -1,15 +1,31 @@
-"""The one interface every generator adapter meets.
+"""The one interface every generator adapter meets, and the defaults an adapter inherits.
 
 Images are NCHW float tensors in roughly [-1, 1]; everything runs batched under ``torch.no_grad``;
 the device follows the generator's parameters (fp32 on CPU).
+
+:class:`Generator` is the protocol the rest of sfvq programs against. Besides the forward pass
+(``mapping``, ``synthesis``, ``features``, ``synthesis_from``) it declares what differs between formats,
+so that no caller ever asks which adapter it holds:
+
+* how z is drawn (``z_stream``, ``z_for_seeds``, ``z_rng_description``, ``truncation_in_z``);
+* how a feature space reads and renders activations (``features_of_z``, ``render_features``,
+  ``nonnegative_layers``) and which ``noise_modes`` synthesis takes;
+* what the direction baselines read: ``style_weights`` / ``first_layer_map`` for SeFa,
+  ``differentiable_layers`` / ``feature_fn`` for LatentCLR.
+
+:class:`GeneratorBase` implements all of these with the common behaviour (NVIDIA's seeding, truncation in
+the mapping, no baseline support); an adapter inherits it and overrides only its own quirks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
+
+NOISE_MODES = ("const", "random", "none")
 
 
 class GeneratorError(ValueError):
@@ -26,6 +42,11 @@ class Generator(Protocol):
         img_resolution, img_channels.
         spaces: latent spaces this generator offers, e.g. ``("z", "w", "w+")``.
         layers: names of intermediate layers usable with :meth:`features` / :meth:`synthesis_from`.
+        noise_modes: the ``noise_mode`` values synthesis accepts.
+        nonnegative_layers: layers whose activations are never negative (they end in a ReLU).
+        truncation_in_z: True where the sampled z already carries the truncation (BigGAN's truncated
+            noise times psi), so stored z latents are truncated; False where it acts in ``mapping``.
+        differentiable_layers: layers :meth:`feature_fn` can read (empty: no LatentCLR support).
     """
 
     name: str
@@ -37,9 +58,15 @@ class Generator(Protocol):
     img_channels: int
     spaces: tuple[str, ...]
     layers: tuple[str, ...]
+    noise_modes: tuple[str, ...]
+    nonnegative_layers: tuple[str, ...]
+    truncation_in_z: bool
 
     @property
     def device(self) -> torch.device: ...
+
+    @property
+    def differentiable_layers(self) -> tuple[str, ...]: ...
 
     def mapping(
         self,
@@ -48,7 +75,10 @@ class Generator(Protocol):
         truncation_psi: float = 1.0,
         truncation_cutoff: int | None = None,
     ) -> torch.Tensor:
-        """z (N, z_dim) -> ws (N, num_ws, w_dim). Generators without a mapping return z as (N, 1, z_dim)."""
+        """z (N, z_dim) -> ws (N, num_ws, w_dim). Generators without a mapping return z as (N, 1, z_dim).
+
+        ``synthesis(mapping(z, c, psi, cutoff))`` is the plain forward pass.
+        """
         ...
 
     def synthesis(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
@@ -62,6 +92,163 @@ class Generator(Protocol):
     def synthesis_from(self, layer: str, features: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
         """The exact rest of the forward pass from ``layer``'s activations to images."""
         ...
+
+    def z_stream(
+        self, n: int, seed: int, truncation_psi: float = 1.0, batch_size: int = 1024
+    ) -> Iterator[np.ndarray]:
+        """The z of one seeded stream of ``n`` latents, batch by batch: (b, z_dim) float32 each."""
+        ...
+
+    def z_for_seeds(self, seeds: Sequence[int], truncation_psi: float = 1.0) -> np.ndarray:
+        """One z per seed: (N, z_dim) float32."""
+        ...
+
+    def z_rng_description(self, per_seed: bool) -> str:
+        """How z is drawn, for a latents sidecar: per seed (``z_for_seeds``) or one stream (``z_stream``)."""
+        ...
+
+    def features_of_z(
+        self,
+        z: torch.Tensor,
+        c: torch.Tensor | None,
+        layer: str,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+    ) -> torch.Tensor:
+        """Activations at ``layer`` (N, ...) for z as drawn by ``z_stream``, truncated as in a plain pass."""
+        ...
+
+    def render_features(
+        self,
+        layer: str,
+        features: torch.Tensor,
+        c: torch.Tensor | None = None,
+        truncation_psi: float = 1.0,
+        noise_mode: str = "const",
+    ) -> torch.Tensor:
+        """Images (N, C, H, W) from activations at ``layer`` that no single z produced (a curve point)."""
+        ...
+
+    def style_weights(self, include_torgb: bool = False) -> list[tuple[int, str, torch.Tensor]]:
+        """Every style-affine weight as ``(ws_index, name, weight (out, w_dim))`` in W+ order (SeFa)."""
+        ...
+
+    def first_layer_map(self, fold_batchnorm: bool = True) -> tuple[tuple[str, ...], torch.Tensor]:
+        """The first layer as a matrix A (M, z_dim) from z to its pre-activation output, and the names of
+        the weights it is made of (SeFa in z)."""
+        ...
+
+    def feature_fn(self, layer: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A differentiable map from latents (N, D) of the direction space (W, else z) to the flattened
+        activations at ``layer`` (N, F) (LatentCLR)."""
+        ...
+
+
+def normal_z_for_seeds(seeds: Sequence[int], z_dim: int) -> np.ndarray:
+    """One z per seed, as NVIDIA's tools draw it: row i = ``RandomState(seeds[i]).randn(1, z_dim)``.
+
+    Returns (N, z_dim) float32.
+    """
+    if z_dim < 1:
+        raise ValueError(f"z_dim must be >= 1, got {z_dim}")
+    rows = [np.random.RandomState(int(s)).randn(1, z_dim) for s in seeds]  # N x (1, z_dim) float64
+    if not rows:
+        return np.zeros((0, z_dim), dtype=np.float32)
+    return np.concatenate(rows, axis=0).astype(np.float32)  # (N, z_dim)
+
+
+class GeneratorBase:
+    """Defaults of the :class:`Generator` protocol beyond the forward pass; adapters inherit this.
+
+    z is standard normal noise drawn as NVIDIA's tools draw it (``np.random.RandomState``), truncation
+    acts in ``mapping``, every noise mode is accepted, no layer is known to be non-negative, and the
+    direction baselines are not supported (their methods raise :class:`GeneratorError` naming the
+    generator). The forward pass itself (``mapping``, ``synthesis``, ``features``, ``synthesis_from``)
+    and the attributes of the protocol come from the adapter.
+    """
+
+    name: str
+    z_dim: int
+    spaces: tuple[str, ...]
+    noise_modes: tuple[str, ...] = NOISE_MODES
+    nonnegative_layers: tuple[str, ...] = ()
+    truncation_in_z: bool = False
+
+    # ---- z ----------------------------------------------------------------------------------------
+    def z_stream(
+        self, n: int, seed: int, truncation_psi: float = 1.0, batch_size: int = 1024
+    ) -> Iterator[np.ndarray]:
+        """``RandomState(seed).randn(n, z_dim)`` batch by batch; the legacy generator keeps its state
+        between draws, so the rows do not depend on ``batch_size``. ``truncation_psi`` acts in mapping."""
+        rs = np.random.RandomState(seed)
+        for start in range(0, n, batch_size):
+            yield rs.randn(min(batch_size, n - start), self.z_dim).astype(np.float32)  # (b, z_dim)
+
+    def z_for_seeds(self, seeds: Sequence[int], truncation_psi: float = 1.0) -> np.ndarray:
+        """NVIDIA's ``RandomState(seed).randn(1, z_dim)`` per seed: (N, z_dim) float32."""
+        return normal_z_for_seeds(seeds, self.z_dim)
+
+    def z_rng_description(self, per_seed: bool) -> str:
+        """The sidecar's ``rng`` text for :meth:`z_for_seeds` (``per_seed``) or :meth:`z_stream`."""
+        if per_seed:
+            return "numpy.random.RandomState(seed).randn(1, z_dim) per seed"
+        return "numpy.random.RandomState(seed).randn(n, z_dim), one stream"
+
+    # ---- feature spaces ---------------------------------------------------------------------------
+    def features_of_z(
+        self,
+        z: torch.Tensor,
+        c: torch.Tensor | None,
+        layer: str,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+    ) -> torch.Tensor:
+        """Activations at ``layer`` for z (N, z_dim) as drawn: a generator without a W space truncates in
+        its ``mapping`` (e.g. scales z), so z goes through that first; with a W space the layer reads the
+        untruncated mapping (the psi is only recorded)."""
+        if "w" not in self.spaces:
+            z = self.mapping(z, c, truncation_psi, truncation_cutoff)[:, 0]  # (N, z_dim)
+        return self.features(z, c, layer)
+
+    def clamp_features(self, layer: str, features: torch.Tensor) -> torch.Tensor:
+        """Clamp activations of a layer that ends in a ReLU at 0: a curve point or an edit may step below
+        zero, where the next layer has never seen an input; real activations are unchanged."""
+        return features.clamp_min(0) if layer in self.nonnegative_layers else features
+
+    def render_features(
+        self,
+        layer: str,
+        features: torch.Tensor,
+        c: torch.Tensor | None = None,
+        truncation_psi: float = 1.0,
+        noise_mode: str = "const",
+    ) -> torch.Tensor:
+        """``synthesis_from`` of the (clamped) activations (N, C, H, W) -> images; c and psi are not
+        needed where the layers after ``layer`` read nothing but the activations."""
+        return self.synthesis_from(layer, self.clamp_features(layer, features), noise_mode)
+
+    def check_noise_mode(self, noise_mode: str) -> None:
+        """ValueError unless ``noise_mode`` is one of :attr:`noise_modes`."""
+        if noise_mode not in self.noise_modes:
+            raise ValueError(f"noise_mode must be one of {', '.join(self.noise_modes)}, got {noise_mode!r}")
+
+    # ---- direction baselines ----------------------------------------------------------------------
+    @property
+    def differentiable_layers(self) -> tuple[str, ...]:
+        """Layers :meth:`feature_fn` can read; none by default."""
+        return ()
+
+    def style_weights(self, include_torgb: bool = False) -> list[tuple[int, str, torch.Tensor]]:
+        """Not supported here: this generator has no style layers."""
+        raise GeneratorError(f"{self.name} has no style-affine layers (SeFa in W needs a StyleGAN)")
+
+    def first_layer_map(self, fold_batchnorm: bool = True) -> tuple[tuple[str, ...], torch.Tensor]:
+        """Not supported here: this generator does not expose a first layer that reads z linearly."""
+        raise GeneratorError(f"{self.name} exposes no linear first layer that reads z (SeFa in z)")
+
+    def feature_fn(self, layer: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Not supported here: this generator exposes no differentiable intermediate layer."""
+        raise GeneratorError(f"{self.name} exposes no differentiable intermediate layer (LatentCLR)")
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

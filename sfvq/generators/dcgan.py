@@ -19,21 +19,19 @@ from __future__ import annotations
 import importlib.util
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from sfvq.generators.base import GeneratorError
+from sfvq.generators.base import GeneratorBase, GeneratorError
 
 FACES_DCGAN_NAME = "builtin:faces-dcgan"
 FACES_DCGAN_PACKAGE = "gan_face_generate"
 FACES_DCGAN_PIP = "pip install --no-deps gan-face-generate==1.1.1"
 FACES_DCGAN_WEIGHTS = "weights.tar"
 FACES_DCGAN_KEY = "netG_state_dict"
-
-NOISE_MODES = ("const", "random", "none")
 
 _KEY_RE = re.compile(r"^main\.(\d+)\.(weight|bias|running_mean|running_var|num_batches_tracked)$")
 _BN_PARAMS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
@@ -151,8 +149,12 @@ def _natural_key(key: str) -> tuple:
     return tuple(int(t) if t.isdigit() else t for t in key.split("."))
 
 
-class DCGANGenerator:
-    """A DCGAN seen through the :class:`~sfvq.generators.base.Generator` protocol (z space only)."""
+class DCGANGenerator(GeneratorBase):
+    """A DCGAN seen through the :class:`~sfvq.generators.base.Generator` protocol (z space only).
+
+    Every block ends in a ReLU (``nonnegative_layers``), the first transposed convolution reads z linearly
+    (:meth:`first_layer_map`, SeFa) and every block is differentiable (:meth:`feature_fn`, LatentCLR).
+    """
 
     def __init__(self, net: DCGANNet, name: str) -> None:
         self.net = net.eval().requires_grad_(False)
@@ -216,8 +218,7 @@ class DCGANGenerator:
     @torch.no_grad()
     def synthesis(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
         """ws (N, 1, z_dim) -> images (N, C, R, R) in [-1, 1]; ``noise_mode`` is checked (no noise here)."""
-        if noise_mode not in NOISE_MODES:
-            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        self.check_noise_mode(noise_mode)
         if ws.ndim != 3 or ws.shape[1] != 1 or ws.shape[2] != self.z_dim:
             raise ValueError(f"expected ws of shape (N, 1, {self.z_dim}), got {tuple(ws.shape)}")
         return self.net(ws[:, 0].to(self.device, torch.float32))  # (N, C, R, R)
@@ -233,8 +234,7 @@ class DCGANGenerator:
     @torch.no_grad()
     def synthesis_from(self, layer: str, features: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
         """Activations after ``layer`` (N, C, H, W) -> images (N, img_channels, R, R)."""
-        if noise_mode not in NOISE_MODES:
-            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        self.check_noise_mode(noise_mode)
         index = self._layer_index(layer)
         shape = self.net.block_shape(index)
         if features.ndim != 4 or tuple(features.shape[1:]) != shape:
@@ -243,6 +243,40 @@ class DCGANGenerator:
                 f"got {tuple(features.shape)}"
             )
         return self.net.forward_from(index, features.to(self.device, torch.float32))
+
+    # ---- direction baselines ------------------------------------------------------------------------
+
+    @property
+    def differentiable_layers(self) -> tuple[str, ...]:
+        """Every block's output can be read with gradients (:meth:`feature_fn`)."""
+        return self.layers
+
+    def feature_fn(self, layer: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        """z (N, z_dim) -> the flattened output of block ``layer`` (N, C*H*W), differentiable in z."""
+        index = self._layer_index(layer)
+        net = self.net
+
+        def dcgan_features(z: torch.Tensor) -> torch.Tensor:
+            return net.features(z, index).flatten(1)  # (N, C*H*W)
+
+        return dcgan_features
+
+    def first_layer_map(self, fold_batchnorm: bool = True) -> tuple[tuple[str, ...], torch.Tensor]:
+        """The first transposed convolution as a matrix A (C*16, z_dim): z -> its pre-activation output.
+
+        Its weight (z_dim, C, 4, 4) is ``blocks.0.0.weight``; with ``fold_batchnorm`` each output channel
+        is scaled by the eval-mode BatchNorm's ``gamma / sqrt(running_var + eps)`` (part of the same
+        linear map up to an offset). Returns the weight names and A (float64).
+        """
+        sd = self.net.state_dict()
+        W = sd["blocks.0.0.weight"].double()  # (z_dim, C, 4, 4)
+        names: tuple[str, ...] = ("blocks.0.0.weight",)
+        if fold_batchnorm:
+            bn = self.net.blocks[0][1]
+            scale = sd["blocks.0.1.weight"].double() / (sd["blocks.0.1.running_var"].double() + bn.eps).sqrt()
+            W = W * scale[None, :, None, None]  # (z_dim, C, 4, 4)
+            names += ("blocks.0.1.weight", "blocks.0.1.running_var")
+        return names, W.reshape(self.z_dim, -1).T.contiguous()  # (C*16, z_dim)
 
 
 def faces_dcgan_weights_path() -> Path:

@@ -1,21 +1,27 @@
 """Names and files -> generators: ``list_generators()`` and ``load_generator(name_or_path)``.
 
-Built-in generators are named ``builtin:<name>``. Anything else must be a local path; its format is
-sniffed from its content (and only then its name):
+Built-in generators are named ``builtin:<name>`` (their own table, ``_BUILTINS``). Anything else must be a
+local path, loaded by the first entry of the format table whose sniffer recognises it; the sniffers look
+at the content (and only then the name):
 
-* a directory with ``config.json`` and ``pytorch_model.bin``: BigGAN (pytorch-pretrained-biggan layout);
 * a pickle (``\\x80`` + protocol byte): a StyleGAN2-ADA / StyleGAN3 network pickle;
 * a torch checkpoint (zip archive, or the legacy torch pickle with its magic number): a rosinality
-  checkpoint with ``g_ema``.
+  checkpoint with ``g_ema``;
+* a directory with ``config.json`` and ``pytorch_model.bin``: BigGAN (pytorch-pretrained-biggan layout);
+* a ``.safetensors`` file with a ``.json`` sidecar: a generator exported by ``sfvq avatars export``.
 
-Adapters are imported inside functions, so one adapter's absence never breaks another. Nothing
+A new format is one adapter module plus one entry, added with :func:`register_format`. Adapters are
+imported only when their format is loaded, so one adapter's absence never breaks another. Nothing
 downloads: URLs and model-hub ids are refused.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -68,8 +74,181 @@ def list_generators() -> list[str]:
     return sorted(_BUILTINS)
 
 
+# --------------------------------------------------------------------------------------------------
+# The format table
+# --------------------------------------------------------------------------------------------------
+
+Loader = Callable[[Path, str | torch.device | None], Generator]
+
+
+@dataclass(frozen=True)
+class GeneratorFormat:
+    """One generator format on disk: how to recognise it and how to load it.
+
+    Attributes:
+        name: short unique name, e.g. ``"biggan"``.
+        sniff: ``sniff(path) -> bool`` for an existing path (a file or a directory): is it this format?
+            Cheap and silent: it looks, the loader checks.
+        load: ``load(path, device) -> Generator``; raises GeneratorError for a bad file.
+        label: what was found, for messages ("found a <label>, but ...").
+        description: the format as a user would name it, listed when nothing matches.
+        explain: for a directory format, ``explain(directory) -> str`` saying what a directory lacks to be
+            one (shown when a directory matches no format).
+        files: for a directory format, ``files(directory)`` -> the files whose sha256 identify its weights
+            (default: every regular file in it).
+    """
+
+    name: str
+    sniff: Callable[[Path], bool]
+    load: Loader
+    label: str
+    description: str
+    explain: Callable[[Path], str] | None = None
+    files: Callable[[Path], Sequence[Path]] | None = None
+
+
+class _AdapterMissing(Exception):
+    """The adapter module itself (not one of its dependencies) cannot be imported."""
+
+    def __init__(self, module: str) -> None:
+        super().__init__(module)
+        self.module = module
+
+
+def _adapter(module: str, func: str) -> Loader:
+    """A loader that imports ``sfvq.generators.<module>`` only when called and calls ``<func>(path,
+    device=device)`` there, so one adapter's absence never breaks another."""
+    full = f"sfvq.generators.{module}"
+
+    def load(path: Path, device: str | torch.device | None) -> Generator:
+        try:
+            mod = importlib.import_module(full)
+        except ModuleNotFoundError as e:
+            if e.name == full:
+                raise _AdapterMissing(module) from e
+            raise
+        return getattr(mod, func)(path, device=device)
+
+    return load
+
+
+def _is_pickle(path: Path) -> bool:
+    return path.is_file() and sniff_file(path) == "pickle"
+
+
+def _is_torch(path: Path) -> bool:
+    return path.is_file() and sniff_file(path) == "torch"
+
+
+def _is_biggan_dir(path: Path) -> bool:
+    return path.is_dir() and all((path / name).is_file() for name in BIGGAN_FILES)
+
+
+def _explain_biggan_dir(path: Path) -> str:
+    missing = [name for name in BIGGAN_FILES if not (path / name).is_file()]
+    return f"a BigGAN directory needs {' and '.join(BIGGAN_FILES)} (missing {', '.join(missing)})"
+
+
+def _is_exported(path: Path) -> bool:
+    """A ``.safetensors`` file with a ``.json`` sidecar beside it (the loader checks the sidecar's format)."""
+    return path.is_file() and path.suffix == ".safetensors" and path.with_suffix(".json").is_file()
+
+
+# Tried in this order; the first whose sniffer says yes loads the path.
+_BUILTIN_FORMATS: tuple[GeneratorFormat, ...] = (
+    GeneratorFormat(
+        "stylegan_pkl",
+        _is_pickle,
+        _adapter("stylegan_pkl", "load_stylegan_pkl"),
+        label="StyleGAN network pickle",
+        description="a StyleGAN2-ADA/StyleGAN3 .pkl",
+    ),
+    GeneratorFormat(
+        "rosinality",
+        _is_torch,
+        _adapter("rosinality", "load_rosinality"),
+        label="torch checkpoint (rosinality)",
+        description="a rosinality .pt checkpoint",
+    ),
+    GeneratorFormat(
+        "biggan",
+        _is_biggan_dir,
+        _adapter("biggan", "load_biggan"),
+        label="BigGAN directory",
+        description=f"a BigGAN directory ({' + '.join(BIGGAN_FILES)})",
+        explain=_explain_biggan_dir,
+        files=lambda path: [path / name for name in BIGGAN_FILES],
+    ),
+    GeneratorFormat(
+        "exported",
+        _is_exported,
+        _adapter("exported", "load_exported_generator"),
+        label="generator exported by sfvq",
+        description="a .safetensors with the .json sidecar `sfvq avatars export` writes",
+    ),
+)
+_FORMATS: list[GeneratorFormat] = list(_BUILTIN_FORMATS)
+
+
+def generator_formats() -> tuple[GeneratorFormat, ...]:
+    """The format table, in the order :func:`load_generator` tries it."""
+    return tuple(_FORMATS)
+
+
+def register_format(
+    name: str,
+    sniff: Callable[[Path], bool],
+    load: Loader,
+    *,
+    label: str | None = None,
+    description: str | None = None,
+    explain: Callable[[Path], str] | None = None,
+    files: Callable[[Path], Sequence[Path]] | None = None,
+    position: int | None = None,
+) -> GeneratorFormat:
+    """Add a generator format to the table (at the end, or at index ``position``) and return its entry.
+
+    A new format needs nothing else: an adapter meeting :class:`~sfvq.generators.base.Generator` (most
+    simply a subclass of :class:`~sfvq.generators.base.GeneratorBase`) and this entry. ValueError for a
+    name already in the table.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a format needs a non-empty name, got {name!r}")
+    if any(f.name == name for f in _FORMATS):
+        raise ValueError(f"a generator format named {name!r} is already registered")
+    fmt = GeneratorFormat(
+        name,
+        sniff,
+        load,
+        label=label or f"{name} generator",
+        description=description or f"a {name} generator",
+        explain=explain,
+        files=files,
+    )
+    _FORMATS.insert(len(_FORMATS) if position is None else position, fmt)
+    return fmt
+
+
+def unregister_format(name: str) -> GeneratorFormat:
+    """Remove the format ``name`` from the table and return its entry (ValueError if there is none)."""
+    for i, fmt in enumerate(_FORMATS):
+        if fmt.name == name:
+            return _FORMATS.pop(i)
+    raise ValueError(f"no generator format named {name!r}; known: {', '.join(f.name for f in _FORMATS)}")
+
+
+def _format_of(path: Path) -> GeneratorFormat | None:
+    """The first format whose sniffer recognises ``path``."""
+    return next((fmt for fmt in _FORMATS if fmt.sniff(path)), None)
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------
+
+
 def generator_sha256(name_or_path: str | Path) -> str | None:
-    """sha256 of the weights behind a generator: the file, a BigGAN directory's two files, a built-in's
+    """sha256 of the weights behind a generator: the file, a directory format's files, a built-in's
     weights file. None for a name that is none of these (e.g. an unknown built-in)."""
     from sfvq.io import sha256_file
 
@@ -81,17 +260,18 @@ def generator_sha256(name_or_path: str | Path) -> str | None:
     path = Path(text).expanduser()
     if path.is_file():
         return sha256_file(path)
-    if path.is_dir() and all((path / name).is_file() for name in BIGGAN_FILES):
-        import hashlib
-
-        lines = "".join(f"{name} {sha256_file(path / name)}\n" for name in BIGGAN_FILES)
-        return hashlib.sha256(lines.encode()).hexdigest()  # sha256 of "name sha\n" lines, sorted by name
-    return None
+    fmt = _format_of(path) if path.is_dir() else None
+    if fmt is None:
+        return None
+    files = fmt.files(path) if fmt.files is not None else [p for p in path.iterdir() if p.is_file()]
+    lines = "".join(f"{p.name} {sha256_file(p)}\n" for p in sorted(files, key=lambda p: p.name))
+    return hashlib.sha256(lines.encode()).hexdigest()  # sha256 of "name sha\n" lines, sorted by name
 
 
 def load_generator(name_or_path: str | Path, device: str | torch.device | None = None) -> Generator:
     """Load a built-in generator by name, or a generator file / directory from disk.
 
+    The path's format is the first in the table (:func:`generator_formats`) whose sniffer recognises it.
     Raises GeneratorError with a specific message for an unknown name, a URL or hub id, a missing path,
     an unrecognised format (saying what was found) or a missing adapter or optional dependency.
     """
@@ -110,26 +290,28 @@ def load_generator(name_or_path: str | Path, device: str | torch.device | None =
     path = Path(text).expanduser()
     if not path.exists():
         raise GeneratorError(_missing_message(text))
-    if path.is_dir():
-        return _load_directory(path, device)
-    if not path.is_file():
+    if not path.is_dir() and not path.is_file():
         raise GeneratorError(f"{path} is not a regular file or a directory")
-    kind = sniff_file(path)
-    if kind == "pickle":
-        return _call_adapter("stylegan_pkl", "load_stylegan_pkl", path, device, "StyleGAN network pickle")
-    if kind == "torch":
-        return _call_adapter("rosinality", "load_rosinality", path, device, "torch checkpoint (rosinality)")
-    if path.suffix == ".safetensors" and path.with_suffix(".json").is_file():
-        # a generator written by ``sfvq avatars export`` (its JSON sidecar says so; checked on load)
-        from sfvq.avatars import load_exported_generator
-
-        return load_exported_generator(path, device=device)
+    fmt = _format_of(path)
+    if fmt is not None:
+        return _load_with(fmt, path, device)
+    if path.is_dir():
+        raise GeneratorError(_not_a_generator_directory(path))
+    expected = ", ".join(f.description for f in _FORMATS)
     raise GeneratorError(
-        f"{path}: unrecognised generator format: {kind}. Expected a StyleGAN2-ADA/StyleGAN3 .pkl, "
-        f"a rosinality .pt checkpoint, a BigGAN directory ({' + '.join(BIGGAN_FILES)}), "
-        f"a .safetensors with the .json sidecar `sfvq avatars export` writes, "
+        f"{path}: unrecognised generator format: {sniff_file(path)}. Expected {expected}, "
         f"or a built-in name ({', '.join(list_generators())})"
     )
+
+
+def _load_with(fmt: GeneratorFormat, path: Path, device: str | torch.device | None) -> Generator:
+    """``fmt.load(path, device)``; a missing adapter or optional dependency becomes a GeneratorError."""
+    try:
+        return fmt.load(path, device)
+    except _AdapterMissing as e:
+        raise GeneratorError(f"{path}: found a {fmt.label}, but this sfvq has no {e.module} adapter") from e
+    except ModuleNotFoundError as e:  # an optional dependency imported by the adapter
+        raise _missing_dependency(path, fmt.label, e) from e
 
 
 def _missing_message(text: str) -> str:
@@ -147,36 +329,13 @@ def _missing_message(text: str) -> str:
     )
 
 
-def _load_directory(path: Path, device: str | torch.device | None) -> Generator:
-    present = [name for name in BIGGAN_FILES if (path / name).is_file()]
-    if len(present) == len(BIGGAN_FILES):
-        return _call_adapter("biggan", "load_biggan", path, device, "BigGAN directory")
+def _not_a_generator_directory(path: Path) -> str:
+    """What a directory that no format recognises lacks, and what it holds."""
     entries = sorted(p.name for p in path.iterdir())
     shown = ", ".join(entries[:10]) + (", ..." if len(entries) > 10 else "") if entries else "nothing"
-    missing = [name for name in BIGGAN_FILES if name not in present]
-    raise GeneratorError(
-        f"{path} is a directory but not a generator directory: a BigGAN directory needs "
-        f"{' and '.join(BIGGAN_FILES)} (missing {', '.join(missing)}); found: {shown}"
-    )
-
-
-def _call_adapter(
-    module: str, func: str, path: Path, device: str | torch.device | None, what: str
-) -> Generator:
-    """Import ``sfvq.generators.<module>`` lazily and call ``<func>(path, device=device)``."""
-    import importlib
-
-    full = f"sfvq.generators.{module}"
-    try:
-        mod = importlib.import_module(full)
-    except ModuleNotFoundError as e:
-        if e.name == full:
-            raise GeneratorError(f"{path}: found a {what}, but this sfvq has no {module} adapter") from e
-        raise _missing_dependency(path, what, e) from e
-    try:
-        return getattr(mod, func)(path, device=device)
-    except ModuleNotFoundError as e:  # an optional dependency imported inside the adapter
-        raise _missing_dependency(path, what, e) from e
+    lacks = "; ".join(fmt.explain(path) for fmt in _FORMATS if fmt.explain is not None)
+    why = f": {lacks}" if lacks else ""
+    return f"{path} is a directory but not a generator directory{why}; found: {shown}"
 
 
 def _missing_dependency(path: Path, what: str, e: ModuleNotFoundError) -> GeneratorError:

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from sfvq.generators.base import GeneratorError
+from sfvq.generators.base import GeneratorBase, GeneratorError
 
 __all__ = ["RosinalityConfig", "RosinalityGenerator", "infer_rosinality_config", "load_rosinality"]
 
@@ -41,7 +41,8 @@ _EPS = 1e-8
 # Rosinality's channel table: width at each resolution as a function of the channel multiplier.
 _TABLE_BASE = {64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
 _LATENT_AVG_SAMPLES = 4096  # samples used to estimate latent_avg when a checkpoint lacks it (as generate.py)
-_NOISE_MODES = ("const", "random", "none")
+# style-affine weights, by name: conv1 reads ws[0], to_rgb1 ws[1], convs.{j} ws[j + 1], to_rgbs.{b} ws[2b + 3]
+_AFFINE_RE = re.compile(r"^(conv1|to_rgb1|convs\.(\d+)|to_rgbs\.(\d+))\.conv\.modulation\.weight$")
 
 
 @dataclass(frozen=True)
@@ -275,10 +276,12 @@ def _upsample2x(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return _fir(up, kernel, (p + 1) // 2 + 1, p // 2)
 
 
-class RosinalityGenerator:
+class RosinalityGenerator(GeneratorBase):
     """A rosinality StyleGAN2 generator meeting sfvq's Generator protocol (fp32, batched, no_grad).
 
-    Spaces ``z``, ``w``, ``w+``; layer ``"w"`` (features = ws, synthesis_from = synthesis).
+    Spaces ``z``, ``w``, ``w+``; layer ``"w"`` (features = ws, synthesis_from = synthesis). The modulation
+    weights are the style affines SeFa reads (:meth:`style_weights`); the network is written in plain
+    ops on a flat dict of tensors, so it offers no differentiable layer for LatentCLR.
     """
 
     spaces: tuple[str, ...] = ("z", "w", "w+")
@@ -443,8 +446,7 @@ class RosinalityGenerator:
         noise_mode: 'const' uses the checkpoint's ``noises.noise_j`` buffers, 'random' fresh Gaussian
         noise per sample, 'none' no noise.
         """
-        if noise_mode not in _NOISE_MODES:
-            raise ValueError(f"noise_mode must be one of {_NOISE_MODES}, got {noise_mode!r}")
+        self.check_noise_mode(noise_mode)
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise ValueError(f"expected ws of shape (N, {self.num_ws}, {self.w_dim}), got {_shape(ws)}")
         ws = ws.to(device=self.device, dtype=torch.float32)
@@ -474,6 +476,26 @@ class RosinalityGenerator:
         """The rest of the forward pass from ``layer`` (only ``"w"``): equals :meth:`synthesis`."""
         self._check_layer(layer)
         return self.synthesis(features, noise_mode=noise_mode)
+
+    def style_weights(self, include_torgb: bool = False) -> list[tuple[int, str, torch.Tensor]]:
+        """Every modulation (style-affine) weight ``(ws_index, key, weight (in_channels, w_dim))``, in W+
+        order: ``conv1`` reads ws[0], ``convs.{j}`` ws[j + 1]; the toRGB layers (``to_rgb1`` ws[1],
+        ``to_rgbs.{b}`` ws[2b + 3]) only with ``include_torgb``."""
+        found: list[tuple[int, str, torch.Tensor]] = []
+        for key, weight in self._p.items():
+            m = _AFFINE_RE.match(key)
+            if not m:
+                continue
+            if m.group(1) == "conv1":
+                found.append((0, key, weight))
+            elif m.group(2) is not None:
+                found.append((int(m.group(2)) + 1, key, weight))
+            elif include_torgb:
+                idx = 1 if m.group(1) == "to_rgb1" else 2 * int(m.group(3)) + 3
+                found.append((idx, key, weight))
+        if not found:
+            raise GeneratorError(f"{self.name}: found no modulation weights in its state dict")
+        return sorted(found, key=lambda t: (t[0], t[1]))
 
     def _check_layer(self, layer: str) -> None:
         if layer not in self.layers:

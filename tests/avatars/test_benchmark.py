@@ -27,6 +27,7 @@ from sfvq.avatars.benchmark import (
 )
 from sfvq.directions import Direction, DirectionSet
 from sfvq.generators.registry import load_generator
+from sfvq.spaces import LatentSpace
 
 
 def test_normalised_mi_limits() -> None:
@@ -97,6 +98,8 @@ class _LinearSpace:
     def render_full(self, full: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
         return full[:, 0, :, None, None].expand(-1, 3, 4, 4)  # (N, 3, 4, 4)
 
+    render_edits = LatentSpace.render_edits  # the real edit-and-render, on this fake's edit and render_full
+
 
 class _ThresholdClassifier:
     """Reads factor 'a' from channel 0 and 'b' from channel 1 (sharp sigmoids), and 'c' from the size of
@@ -163,7 +166,8 @@ def _tiny_world(tmp_path: Path) -> tuple[Path, Path]:
     """A tiny exported avatars-style generator (untrained) and a tiny untrained factor classifier."""
     from sfvq.avatars.classifier import FactorClassifier, save_classifier
     from sfvq.avatars.dataset import factor_vocabularies
-    from sfvq.avatars.train import TrainConfig, Trainer, export_generator
+    from sfvq.avatars.export import export_generator
+    from sfvq.avatars.train import TrainConfig, Trainer
 
     config = TrainConfig(
         resolution=16, z_dim=16, w_dim=16, mapping_layers=2, channel_base=128, channel_max=16

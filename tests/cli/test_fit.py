@@ -50,7 +50,7 @@ def test_fit_writes_everything(latents, tmp_path):
     assert sorted(model.codebooks_) == [2, 3, 4] and model.random_state == 3
     summary = json.loads((out / "summary.json").read_text())
     assert [s["bits"] for s in summary["stages"]] == [2, 3, 4]
-    assert summary["stages"][-1]["nmse"] == pytest.approx(model.score(X) / float(X.var(0).sum()), rel=1e-4)
+    assert summary["stages"][-1]["nmse"] == pytest.approx(-model.score(X) / float(X.var(0).sum()), rel=1e-4)
     opts = json.loads((out / "options.json").read_text())
     assert opts["command"] == "fit" and opts["options"]["bits"] == 4 and "version" in opts
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,4 +1,5 @@
-"""Shared click parameter types: seed lists, inclusive layer ranges, float lists, devices."""
+"""Shared click parameter types (seed lists, layer ranges, float lists, devices, space names) and the
+shared option decorators."""
 
 from __future__ import annotations
 
@@ -12,79 +13,14 @@ from sfvq.cli.options import (
     FINITE_FLOAT,
     FLOATS,
     LAYER_RANGE,
-    MAX_SEED,
     SeedList,
-    format_layer_range,
-    parse_floats,
-    parse_layer_range,
-    parse_seeds,
+    SpaceName,
+    device_option,
+    noise_mode_option,
+    options,
+    outdir_option,
+    space_option,
 )
-from sfvq.latents import format_seeds
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [("0-3,7", [0, 1, 2, 3, 7]), (" 5 ", [5]), ("10-12, 2", [10, 11, 12, 2]), (f"{MAX_SEED}", [MAX_SEED])],
-)
-def test_parse_seeds(text: str, expected: list[int]) -> None:
-    assert parse_seeds(text) == expected
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("", "no seeds"),
-        ("a", "'a' is not a seed"),
-        ("1,,2", "'' is not a seed"),
-        ("-1", "'-1' is not a seed"),
-        ("3-1", "reversed"),
-        ("1,1", "seed 1 is listed more than once"),
-        ("0-3,2", "seed 2 is listed more than once"),
-        (f"{MAX_SEED + 1}", "out of range"),
-        ("1.5", "'1.5' is not a seed"),
-    ],
-)
-def test_parse_seeds_errors(text: str, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        parse_seeds(text)
-
-
-def test_parse_seeds_max_count_checked_before_expanding() -> None:
-    with pytest.raises(ValueError, match="more than 10 seeds"):
-        parse_seeds("0-4000000000", max_count=10)
-
-
-def test_format_seeds_round_trip() -> None:
-    for seeds in ([0, 1, 2, 3, 7], [5], [10, 11, 12, 2, 3], [9, 7, 8]):
-        assert parse_seeds(format_seeds(seeds)) == seeds
-    assert format_seeds([0, 1, 2, 3, 7]) == "0-3,7"
-
-
-def test_layer_ranges() -> None:
-    assert parse_layer_range("4-7") == (4, 8)
-    assert parse_layer_range("5") == (5, 6)
-    assert parse_layer_range("0-0") == (0, 1)
-    for start, stop in [(4, 8), (5, 6), (0, 14)]:
-        assert parse_layer_range(format_layer_range(start, stop)) == (start, stop)
-    with pytest.raises(ValueError, match="reversed"):
-        parse_layer_range("7-4")
-    with pytest.raises(ValueError, match="not a layer index"):
-        parse_layer_range("4:7")
-    with pytest.raises(ValueError, match="empty"):
-        format_layer_range(3, 3)
-
-
-def test_floats() -> None:
-    assert parse_floats("-8,-4,0,4,8") == [-8.0, -4.0, 0.0, 4.0, 8.0]
-    assert parse_floats("1e-2, .5") == [0.01, 0.5]
-    for bad, message in [
-        ("", "no numbers"),
-        ("1,x", "'x' is not a number"),
-        ("nan", "not a finite"),
-        ("inf", "finite"),
-    ]:
-        with pytest.raises(ValueError, match=message):
-            parse_floats(bad)
 
 
 @click.command()
@@ -133,3 +69,50 @@ def test_device_availability() -> None:
         assert res.exit_code == 0
     else:
         assert res.exit_code == 2 and "CUDA is not available" in res.output
+
+
+@click.command()
+@options(
+    space_option(("z", "w", "w+"), "probe"),
+    noise_mode_option(default=None),
+    device_option(),
+    outdir_option("Where to write."),
+)
+def _shared(**kwargs) -> None:
+    click.echo(repr(sorted(kwargs.items())))
+
+
+def test_shared_options_parse_and_default() -> None:
+    res = CliRunner().invoke(_shared, ["--space", "w+", "--outdir", "o"])
+    assert res.exit_code == 0, res.output
+    assert "('device', 'cpu')" in res.output and "('noise_mode', None)" in res.output
+    assert "('space', 'w+')" in res.output and "('outdir', PosixPath('o'))" in res.output
+    res = CliRunner().invoke(_shared, ["--space", "features", "--outdir", "o"])
+    assert res.exit_code == 2
+    assert "sfvq probe does not support space 'features'" in res.output and "takes z, w, w+" in res.output
+    res = CliRunner().invoke(_shared, ["--noise-mode", "loud", "--outdir", "o"])
+    assert res.exit_code == 2 and "'--noise-mode'" in res.output
+    res = CliRunner().invoke(_shared, [])
+    assert res.exit_code == 2 and "Missing option '--outdir'" in res.output
+    helptext = CliRunner().invoke(_shared, ["--help"]).output
+    assert "--space [z|w|w+]" in helptext and "Where to write." in helptext
+
+
+def test_space_name_refuses_names_outside_the_vocabulary() -> None:
+    with pytest.raises(ValueError, match="not space names"):
+        SpaceName(("w", "latent"), "probe")
+
+
+def test_sample_and_run_share_the_space_vocabulary() -> None:
+    """`sfvq sample` takes z, w, w+ and `sfvq run` w, z, features: the same names mean the same spaces, and
+    each says which it takes when given one of the others."""
+    from sfvq.cli import main
+
+    res = CliRunner().invoke(main, ["sample", "--network", "builtin:faces-dcgan", "--space", "features",
+                                    "--outdir", "o"])  # fmt: skip
+    assert res.exit_code == 2 and "sfvq sample does not support space 'features'" in res.output
+    res = CliRunner().invoke(
+        main, ["run", "--network", "builtin:faces-dcgan", "--space", "w+", "--outdir", "o"]
+    )
+    assert res.exit_code == 2 and "sfvq run does not support space 'w+'" in res.output
+    assert "takes w, z, features" in res.output

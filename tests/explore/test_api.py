@@ -56,7 +56,7 @@ def pixels(data: bytes) -> np.ndarray:
 
 
 def expected_png_pixels(images: np.ndarray, labels: list[str], cols: int | None = None) -> np.ndarray:
-    from sfvq.io import labelled_grid
+    from sfvq.images import labelled_grid
 
     return np.asarray(labelled_grid(images, labels, cols=cols).convert("RGB"))
 
@@ -514,6 +514,25 @@ def test_cli_errors(tiny_run_template: Path, tmp_path: Path) -> None:
     assert r.exit_code == 2 and "space.json" in r.output
     r = runner.invoke(main, ["explore", "--run", str(run), "--port", "70000"])
     assert r.exit_code == 2 and "'--port'" in r.output
+
+
+def test_cli_error_for_a_model_without_its_generator(tiny_run_template: Path, tmp_path: Path) -> None:
+    """The run is opened as every command opens it (sfvq.runs.Run): the same message, the same fix."""
+    from click.testing import CliRunner
+
+    from sfvq import SFVQ
+    from sfvq.cli import main
+
+    run = copy_run(tiny_run_template, tmp_path / "run")
+    model = SFVQ.load(run / "model.safetensors")
+    network = model.metadata_.pop("network")
+    model.save(run / "model.safetensors")
+    r = CliRunner().invoke(main, ["explore", "--run", str(run)])
+    assert r.exit_code == 2 and "does not record its generator" in r.output and "pass --network" in r.output
+    from sfvq.explore.app import Explorer
+
+    explorer = Explorer.open(run, network=network)
+    assert explorer.run.path == run and explorer.network == network and explorer.space.kind == "w"
 
 
 def test_cli_serves_on_loopback(tiny_run_template: Path, tmp_path: Path) -> None:

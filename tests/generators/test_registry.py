@@ -14,7 +14,13 @@ import torch
 
 from sfvq.generators import GeneratorError, list_generators, load_generator
 from sfvq.generators.dcgan import faces_dcgan_weights_path
-from sfvq.generators.registry import generator_sha256, sniff_file
+from sfvq.generators.registry import (
+    generator_formats,
+    generator_sha256,
+    register_format,
+    sniff_file,
+    unregister_format,
+)
 
 
 class _Recorded:
@@ -40,6 +46,7 @@ def adapters(monkeypatch: pytest.MonkeyPatch) -> list:
     _fake_adapter(monkeypatch, "stylegan_pkl", "load_stylegan_pkl", calls)
     _fake_adapter(monkeypatch, "rosinality", "load_rosinality", calls)
     _fake_adapter(monkeypatch, "biggan", "load_biggan", calls)
+    _fake_adapter(monkeypatch, "exported", "load_exported_generator", calls)
     return calls
 
 
@@ -202,3 +209,71 @@ def test_generator_sha256(tmp_path: Path) -> None:
     a = generator_sha256(tmp_path)
     (tmp_path / "pytorch_model.bin").write_bytes(b"v")
     assert a is not None and len(a) == 64 and generator_sha256(tmp_path) != a
+
+
+def test_the_format_table_in_order() -> None:
+    assert [f.name for f in generator_formats()] == ["stylegan_pkl", "rosinality", "biggan", "exported"]
+
+
+def test_exported_safetensors_with_sidecar(tmp_path: Path, adapters: list) -> None:
+    from safetensors.torch import save_file
+
+    st = tmp_path / "g.safetensors"
+    save_file({"a": torch.zeros(2)}, st)
+    st.with_suffix(".json").write_text("{}")
+    rec = load_generator(st)
+    assert rec.kind == "exported" and rec.path == st
+
+
+def test_a_registered_directory_format(tmp_path: Path) -> None:
+    """A directory format says what a directory lacks, and which files identify its weights."""
+    calls: list = []
+
+    def sniff(path: Path) -> bool:
+        return path.is_dir() and (path / "toy.weights").is_file()
+
+    def load(path: Path, device=None):
+        calls.append((path, device))
+        return "loaded"
+
+    register_format(
+        "toydir",
+        sniff,
+        load,
+        description="a toy directory",
+        explain=lambda path: "a toy directory needs toy.weights",
+        files=lambda path: [path / "toy.weights"],
+        position=0,
+    )
+    try:
+        assert generator_formats()[0].name == "toydir"
+        d = tmp_path / "model"
+        d.mkdir()
+        (d / "notes.txt").write_text("hi")
+        with pytest.raises(
+            GeneratorError,
+            match=r"directory: a toy directory needs toy.weights; a BigGAN directory .*\); found: notes.txt",
+        ):
+            load_generator(d)
+        assert generator_sha256(d) is None
+        (d / "toy.weights").write_bytes(b"w")
+        assert load_generator(d, device="cpu") == "loaded" and calls == [(d, "cpu")]
+        line = f"toy.weights {hashlib.sha256(b'w').hexdigest()}\n"
+        assert generator_sha256(d) == hashlib.sha256(line.encode()).hexdigest()  # notes.txt is not hashed
+    finally:
+        unregister_format("toydir")
+    assert "toydir" not in [f.name for f in generator_formats()]
+
+
+def test_a_format_whose_loader_needs_a_missing_package(tmp_path: Path) -> None:
+    def load(path: Path, device=None):
+        raise ModuleNotFoundError("No module named 'toy_dep'", name="toy_dep")
+
+    register_format("needs-dep", lambda p: p.suffix == ".needs", load, label="needs-dep file")
+    try:
+        path = tmp_path / "m.needs"
+        path.write_bytes(b"x")
+        with pytest.raises(GeneratorError, match="found a needs-dep file; .* pip install toy-dep"):
+            load_generator(path)
+    finally:
+        unregister_format("needs-dep")

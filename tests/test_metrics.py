@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sfvq.evaluate import (
+from sfvq.metrics import (
     corner_cells,
     empty_corners,
     image_features,

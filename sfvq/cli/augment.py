@@ -1,0 +1,92 @@
+"""``sfvq augment``: images of points sampled along one curve segment of a run, with their labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from sfvq.cli.common import open_run, run_network, run_space
+from sfvq.cli.options import (
+    batch_size_option,
+    device_option,
+    model_option,
+    model_space_option,
+    network_option,
+    noise_mode_option,
+    outdir_option,
+)
+
+
+@click.command()
+@model_option()
+@network_option()
+@model_space_option("augment")
+@click.option(
+    "--segment", "spec", required=True, metavar="b:i", help="Curve segment to sample along, e.g. 5:1."
+)
+@click.option("--n", "n", type=click.IntRange(1, 1_000_000), default=500, show_default=True, help="Images.")
+@click.option(
+    "--jitter",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Off-segment Gaussian noise, in units of the data's per-dimension std (needs the latents).",
+)
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
+@noise_mode_option(default=None)
+@batch_size_option(32)
+@device_option()
+@outdir_option()
+def augment(
+    model_path: Path,
+    network: str | None,
+    space_kind: str | None,
+    spec: str,
+    n: int,
+    jitter: float,
+    seed: int,
+    noise_mode: str | None,
+    batch_size: int,
+    device: str,
+    outdir: Path,
+) -> None:
+    """Images of points sampled along one curve segment, with latents.npy and labels.csv (deterministic)."""
+    from sfvq.augment import parse_segment, sample_segment, write_augmentation
+    from sfvq.directions import DirectionSpecError
+    from sfvq.io import write_options
+
+    run = open_run(model_path, network=network, device=device, space=space_kind)
+    net = run_network(run)
+    try:
+        bits, segment = parse_segment(spec, run.model)
+    except DirectionSpecError as e:
+        raise click.BadParameter(str(e), param_hint="'--segment'") from e
+    X = run.latents if jitter > 0 else None
+    if jitter > 0 and X is None:
+        raise click.BadParameter(
+            "--jitter > 0 needs the latents the curve was fitted to (latents.npy beside the model)",
+            param_hint="'--jitter'",
+        )
+    space = run_space(run, None, noise_mode)
+    samples = sample_segment(run.model, bits, segment, n, seed=seed, jitter=jitter, X=X)
+    click.echo(f"sampling {n} points on segment {spec} (jitter {jitter}, seed {seed}) in space {space.name}")
+    write_augmentation(space, samples, outdir, batch_size=batch_size, meta={"model": str(model_path)})
+    options = {
+        "model": str(model_path),
+        "network": net,
+        "generator": space.G.name,
+        "space": space.name,
+        "segment": spec,
+        "n": n,
+        "jitter": jitter,
+        "jitter_scale": "per-dimension data std; the component along the segment removed",
+        "seed": seed,
+        "truncation_psi": space.truncation_psi,
+        "noise_mode": space.noise_mode,
+        "batch_size": batch_size,
+        "device": device,
+        "outdir": str(outdir),
+    }
+    write_options(outdir, "augment", options)
+    click.echo(f"wrote {n} images, latents.npy, labels.csv, preview.png and options.json to {outdir}")
