@@ -26,6 +26,9 @@ _LAZY = {
     "Run": "sfvq.runs",
     "RunConfig": "sfvq.pipeline",
     "run_pipeline": "sfvq.pipeline",
+    "Projector": "sfvq.project",
+    "ProjectionSettings": "sfvq.project",
+    "place": "sfvq.locate",
 }
 
 

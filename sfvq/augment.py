@@ -17,7 +17,9 @@ and ``preview.png`` (up to 64 images in order of t). ``labels.csv`` is written l
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,6 +126,30 @@ def labels_csv(samples: SegmentSamples, files: list[str]) -> str:
     return buf.getvalue()
 
 
+PLAN_FILE = ".render-plan.json"
+
+
+def batch_seed(seed: int, batch: int) -> int:
+    """The torch seed batch ``batch`` of a render is drawn under: one stream per batch, so a batch's
+    images do not depend on which process renders it or on the batches skipped before it."""
+    return int(np.random.SeedSequence([int(seed), int(batch)]).generate_state(1, np.uint64)[0])
+
+
+def _plan(
+    space: Any, samples: SegmentSamples, batch_size: int, meta: dict[str, Any] | None
+) -> dict[str, Any]:
+    """What the images of a folder were rendered from: images already there are reused only when the
+    next render's plan is the same (the same points, space, batches and request)."""
+    return {
+        "points_sha256": hashlib.sha256(np.ascontiguousarray(samples.points).tobytes()).hexdigest(),
+        "n": int(samples.points.shape[0]),
+        "seed": samples.seed,
+        "batch_size": int(batch_size),
+        "space": space.describe() if hasattr(space, "describe") else repr(space),
+        "meta": meta or {},
+    }
+
+
 def write_augmentation(
     space: Any,
     samples: SegmentSamples,
@@ -135,37 +161,66 @@ def write_augmentation(
 ) -> dict[str, Path]:
     """Render ``samples`` through ``space`` and write images, latents.npy, labels.csv and preview.png.
 
-    Rendering runs under a forked torch RNG seeded with ``samples.seed``, so even ``noise_mode="random"``
-    gives the same images for the same seed (on the same device).
+    Batch ``k`` (images ``k * batch_size ...``) renders under a forked torch RNG seeded with
+    :func:`batch_seed` ``(samples.seed, k)``, so even ``noise_mode="random"`` gives the same images for
+    the same seed (on the same device), whichever process renders the batch.
+
+    Resumable and shardable: a rerun of the same request into the same folder (recorded in
+    ``.render-plan.json``) skips the batches whose images are all there (PNGs are written atomically, so
+    a present file is whole); under ``torch.distributed`` each process renders the batches
+    ``k % world == rank`` and rank 0 writes latents.npy, preview.png and, last, labels.csv. The files are
+    the same whatever the number of processes.
     """
+    from PIL import Image
+
+    from sfvq import dist
     from sfvq.generators.base import to_uint8
     from sfvq.images import labelled_grid
-    from sfvq.io import atomic_open, save_npy_with_sidecar, save_png
+    from sfvq.io import atomic_open, read_json, save_npy_with_sidecar, save_png, write_json
     from sfvq.progress import track
     from sfvq.spaces import check_finite
 
     outdir = Path(outdir)
     img_dir = outdir / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
-    (outdir / "labels.csv").unlink(missing_ok=True)  # written last: until then the folder is incomplete
     n = samples.points.shape[0]
     width = max(6, len(str(n - 1)))
     files = [f"images/{k:0{width}d}.png" for k in range(n)]
-    order = np.argsort(samples.t, kind="stable")
-    preview_idx = set(order[np.linspace(0, n - 1, min(n, 64)).round().astype(int)].tolist())
-    preview: dict[int, np.ndarray] = {}
-    starts = range(0, n, batch_size)
+    plan = _plan(space, samples, batch_size, meta)
+    plan_path = outdir / PLAN_FILE
+    reuse = False
+    if plan_path.is_file():
+        try:
+            reuse = read_json(plan_path) == json.loads(json.dumps(plan))
+        except (OSError, ValueError):
+            reuse = False
+    dist.barrier()  # every process has read the old plan before rank 0 replaces it
+    if dist.is_main():
+        (outdir / "labels.csv").unlink(missing_ok=True)  # written last: until then the folder is incomplete
+        if not reuse:
+            write_json(plan_path, plan)
+    starts = dist.my_items(range(0, n, batch_size))  # this process's batches, round-robin
     with torch.random.fork_rng():
-        torch.manual_seed(samples.seed)
         for s in track(starts, f"rendering {samples.spec}", total=len(starts), enabled=progress):
-            v = torch.from_numpy(samples.points[s : s + batch_size])  # (B, D)
+            stop = min(n, s + batch_size)
+            if reuse and all((outdir / files[k]).is_file() for k in range(s, stop)):
+                continue  # rendered by an earlier, interrupted run of the same request
+            torch.manual_seed(batch_seed(samples.seed, s // batch_size))
+            v = torch.from_numpy(samples.points[s:stop])  # (B, D)
             img = space.render(v)  # (B, C, H, W)
-            check_finite(img, f"images of samples {s}..{s + v.shape[0] - 1}")
+            check_finite(img, f"images of samples {s}..{stop - 1}")
             for k, im in enumerate(to_uint8(img), start=s):
                 save_png(outdir / files[k], im)
-                if k in preview_idx:
-                    preview[k] = im
-    latents = save_npy_with_sidecar(
+    dist.barrier()  # every image is on disk
+    paths = {
+        "images": img_dir,
+        "latents": outdir / "latents.npy",
+        "labels": outdir / "labels.csv",
+        "preview": outdir / "preview.png",
+    }
+    if not dist.is_main():
+        return paths
+    save_npy_with_sidecar(
         outdir / "latents.npy",
         samples.points,
         {
@@ -177,10 +232,16 @@ def write_augmentation(
             **(meta or {}),
         },
     )
-    keys = sorted(preview, key=lambda k: samples.t[k])
-    grid = labelled_grid(
-        np.stack([preview[k] for k in keys]), [f"t={samples.t[k]:.2f}" for k in keys], cols=8
+    order = np.argsort(samples.t, kind="stable")
+    keys = sorted(
+        set(order[np.linspace(0, n - 1, min(n, 64)).round().astype(int)].tolist()), key=lambda k: samples.t[k]
     )
+    tiles = []
+    for k in keys:  # read back: other processes (or an earlier run) rendered some of them
+        with Image.open(outdir / files[k]) as im:
+            a = np.asarray(im)
+        tiles.append(a[:, :, None] if a.ndim == 2 else a)
+    grid = labelled_grid(np.stack(tiles), [f"t={samples.t[k]:.2f}" for k in keys], cols=8)
     save_png(outdir / "preview.png", grid)
     keep = {Path(f).name for f in files}
     for old in img_dir.glob("*.png"):  # images of an earlier, larger run into the same folder
@@ -188,16 +249,14 @@ def write_augmentation(
             old.unlink()
     with atomic_open(outdir / "labels.csv", "w") as f:
         f.write(labels_csv(samples, files))
-    return {
-        "images": img_dir,
-        "latents": latents,
-        "labels": outdir / "labels.csv",
-        "preview": outdir / "preview.png",
-    }
+    plan_path.unlink(missing_ok=True)  # complete: the next render starts from its own plan
+    return paths
 
 
 __all__ = [
+    "PLAN_FILE",
     "SegmentSamples",
+    "batch_seed",
     "data_std",
     "labels_csv",
     "parse_segment",

@@ -133,17 +133,23 @@ def project(
     c = corners - centre  # (K, D)
     dd, ad, aa, inv_dd = _segment_tables(c)
     chunk_fn = _exact_chunk if method == "exact" else _adjacent_chunk
-    segs, lams, dists = [], [], []
+    N = x.shape[0]
+    # The results are allocated once and filled chunk by chunk: small per-chunk results kept between
+    # the large per-chunk temporaries would fragment the C heap (hundreds of MB never given back).
+    segs = torch.empty(N, dtype=torch.long, device=x.device)
+    lams = torch.empty(N, dtype=x.dtype, device=x.device)
+    dists = torch.empty(N, dtype=x.dtype, device=x.device)
     # Chunks sized by the wider of the (n, K) scores and the (n, D) centred rows stay cache-friendly.
-    for xs in torch.split(x, chunk_size or chunk_rows(max(K, x.shape[1]))):
-        xc = xs - centre  # (n, D)
+    rows = chunk_size or chunk_rows(max(K, x.shape[1]))
+    for start in range(0, N, rows):
+        xc = x[start : start + rows] - centre  # (n, D)
         g = xc @ c.T  # (n, K): <x, c_k>, the only O(n D K) work
         seg, lam, score = chunk_fn(g, dd, ad, aa, inv_dd)
         # score = ||x - point||^2 - ||x||^2; clamp the rounding of points lying on the curve
-        dists.append((score + torch.linalg.vecdot(xc, xc)).clamp_min_(0))
-        segs.append(seg)
-        lams.append(lam)
-    return Projection(corners, torch.cat(segs), torch.cat(lams), torch.cat(dists))
+        dists[start : start + rows] = (score + torch.linalg.vecdot(xc, xc)).clamp_min_(0)
+        segs[start : start + rows] = seg
+        lams[start : start + rows] = lam
+    return Projection(corners, segs, lams, dists)
 
 
 def _exact_chunk(g, dd, ad, aa, inv_dd):
@@ -182,7 +188,10 @@ def nearest_corner(x: torch.Tensor, codebook: torch.Tensor, chunk_size: int | No
     c = c - centre
     aa = (c * c).sum(1)  # (K,)
     rows = chunk_size or chunk_rows(c.shape[0])
-    return torch.cat([(aa - 2 * (xs - centre) @ c.T).argmin(1) for xs in torch.split(x, rows)])
+    out = torch.empty(x.shape[0], dtype=torch.long, device=x.device)  # filled in place (see project)
+    for start in range(0, x.shape[0], rows):
+        out[start : start + rows] = (aa - 2 * (x[start : start + rows] - centre) @ c.T).argmin(1)
+    return out
 
 
 def dithered_points(codebook: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:

@@ -42,7 +42,7 @@ RUN_DIRECTIONS = "directions"  # <run>/directions.safetensors + <run>/directions
 _SPEC_RE = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 # Saved names: a letter or digit first, then letters, digits, '_', '-', '.', spaces; no ':' (specs use it),
 # no path separators, at most 64 characters.
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\- ]{0,63}$")
+_NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.\- ]{0,63}\Z")
 
 
 class DirectionFileError(ValueError):

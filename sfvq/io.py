@@ -1,7 +1,9 @@
 """Files a run writes, written atomically: a reader never sees a half-written file under its final name.
 
-Every writer goes to a hidden temporary name in the destination directory and ``os.replace``s it into
-place only when complete; on any error (KeyboardInterrupt included) the temporary file is removed.
+Every writer goes to a hidden temporary name in the destination directory (``.NAME.PID.XXXXXXXX.tmp``),
+fsyncs it and ``os.replace``s it into place only when complete; on any error (KeyboardInterrupt included)
+the temporary file is removed, and one a killed process left is removed by
+:func:`sfvq.atomic.clean_stale`. A whole run is published at once by :func:`sfvq.runs.staged_run`.
 The one reader of safetensors files with a JSON description (:func:`read_safetensors_with_meta`) is here
 too, so that every format (models, direction sets, exported generators, classifiers) fails the same way.
 """
@@ -12,7 +14,6 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -29,12 +30,10 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path`` for writing; it becomes ``path`` when the block succeeds."""
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open writes whole files: mode must be 'w' or 'wb', got {mode!r}")
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:  # fsyncs the file before renaming it
         encoding = "utf-8" if mode == "w" else None
         with open(tmp, mode, encoding=encoding) as f:
             yield f
-            f.flush()
-            os.fsync(f.fileno())
 
 
 def _json_default(obj: Any) -> Any:
@@ -144,11 +143,15 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def write_options(outdir: str | Path, command: str, options: Mapping[str, Any]) -> Path:
-    """Write ``outdir/options.json``: the command, its resolved options and the sfvq version."""
-    return write_json(
-        Path(outdir) / "options.json", {"command": command, "version": __version__, "options": dict(options)}
-    )
+def write_options(
+    outdir: str | Path, command: str, options: Mapping[str, Any], *, run_id: str | None = None
+) -> Path:
+    """Write ``outdir/options.json``: the command, its resolved options and the sfvq version, and the id
+    of the run it belongs to (see :mod:`sfvq.runs`) when given."""
+    data: dict[str, Any] = {"command": command, "version": __version__, "options": dict(options)}
+    if run_id is not None:
+        data["run_id"] = run_id
+    return write_json(Path(outdir) / "options.json", data)
 
 
 # The metadata keys of sfvq's own safetensors formats, to name a file that is one of them but not the one

@@ -8,6 +8,9 @@ tools, so seeds mean the same thing here as there:
   batch by batch (the legacy generator keeps its state between calls, so the result does not depend on
   the batch size).
 
+:func:`sample_latent_shards` writes the same rows as ``.npy`` shards with a manifest (for data larger than
+memory and for several processes, each writing its own shards): row i is the same latent either way.
+
 A generator may draw differently (BigGAN's z is truncated noise times psi, seeded the same way); the
 sidecar's ``rng`` says how (``G.z_rng_description``).
 
@@ -23,6 +26,7 @@ Stored layouts (float32, one row per sample, ready to fit a curve on):
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -150,29 +154,19 @@ def latents_from_z(
     return out.float().cpu().numpy()
 
 
-def sample_latents(
+def _request(
     G: Generator,
-    n: int | None = None,
-    space: str = "z",
-    seed: int = 0,
-    truncation_psi: float = 1.0,
-    truncation_cutoff: int | None = None,
-    class_idx: int | None = None,
-    batch_size: int = 1024,
-    out_path: str | Path | None = None,
-    progress: bool = True,
-    *,
-    seeds: Sequence[int] | None = None,
-    generator_sha256: str | None = None,
-) -> np.ndarray:
-    """Sample ``n`` latents of ``G`` in ``space`` (layouts in the module docstring).
-
-    Either ``seed`` (one RandomState stream of ``n`` rows) or ``seeds`` (one z per seed, NVIDIA style;
-    ``n`` then defaults to ``len(seeds)``). With ``out_path``, the rows stream batch by batch into a
-    memory-mapped temporary ``.npy`` beside it, renamed into place when complete, then a JSON sidecar
-    (``latents.npy`` -> ``latents.json``) is written; the returned array is then a read-only memmap.
-    ``generator_sha256`` goes into the sidecar (see ``sfvq.generators.registry.generator_sha256``).
-    """
+    n: int | None,
+    space: str,
+    seed: int,
+    truncation_psi: float,
+    truncation_cutoff: int | None,
+    class_idx: int | None,
+    batch_size: int,
+    seeds: Sequence[int] | None,
+    generator_sha256: str | None,
+) -> tuple[int, int, list[int] | None, int, dict[str, Any]]:
+    """Check a sampling request before any work: (n, seed, seeds, row length D, sidecar metadata)."""
     if seeds is not None:
         seeds = [_check_seed(s) for s in seeds]
         if n is not None and n != len(seeds):
@@ -210,6 +204,35 @@ def sample_latents(
         "seeds": format_seeds(seeds) if seeds is not None else None,
         "rng": G.z_rng_description(per_seed=seeds is not None),
     }
+    return n, seed, seeds, D, meta
+
+
+def sample_latents(
+    G: Generator,
+    n: int | None = None,
+    space: str = "z",
+    seed: int = 0,
+    truncation_psi: float = 1.0,
+    truncation_cutoff: int | None = None,
+    class_idx: int | None = None,
+    batch_size: int = 1024,
+    out_path: str | Path | None = None,
+    progress: bool = True,
+    *,
+    seeds: Sequence[int] | None = None,
+    generator_sha256: str | None = None,
+) -> np.ndarray:
+    """Sample ``n`` latents of ``G`` in ``space`` (layouts in the module docstring).
+
+    Either ``seed`` (one RandomState stream of ``n`` rows) or ``seeds`` (one z per seed, NVIDIA style;
+    ``n`` then defaults to ``len(seeds)``). With ``out_path``, the rows stream batch by batch into a
+    memory-mapped temporary ``.npy`` beside it, renamed into place when complete, then a JSON sidecar
+    (``latents.npy`` -> ``latents.json``) is written; the returned array is then a read-only memmap.
+    ``generator_sha256`` goes into the sidecar (see ``sfvq.generators.registry.generator_sha256``).
+    """
+    n, seed, seeds, D, meta = _request(
+        G, n, space, seed, truncation_psi, truncation_cutoff, class_idx, batch_size, seeds, generator_sha256
+    )
     stream = G.z_stream(n, seed, truncation_psi, batch_size) if seeds is None else None
 
     def fill(out: np.ndarray) -> None:
@@ -256,6 +279,163 @@ def sample_latents(
     with atomic_path(side) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return np.load(out_path, mmap_mode="r", allow_pickle=False)
+
+
+class _ZRows:
+    """The z of rows ``[a, b)`` of a sampling request, asked for in increasing order: per seed, or from
+    the one seeded stream (rows before ``a`` that this process does not write are drawn and dropped,
+    so row i is the stream's row i whoever asks)."""
+
+    def __init__(
+        self, G: Generator, n: int, seed: int, seeds: list[int] | None, psi: float, batch_size: int
+    ) -> None:
+        self.G, self.seeds, self.psi = G, seeds, psi
+        self.stream = G.z_stream(n, seed, psi, batch_size) if seeds is None else None
+        self.start = 0  # stream row of self.buf[0]
+        self.buf = np.zeros((0, G.z_dim), dtype=np.float32)
+
+    def rows(self, a: int, b: int) -> np.ndarray:
+        """(b - a, z_dim) float32."""
+        if self.seeds is not None:
+            z = z_for_seeds(self.G, self.seeds[a:b], self.psi)
+        else:
+            if a < self.start:
+                raise ValueError(f"stream rows are drawn in order: asked for row {a} after row {self.start}")
+            parts = []
+            while True:
+                end = self.start + len(self.buf)
+                lo, hi = max(a, self.start), min(b, end)
+                if hi > lo:
+                    parts.append(self.buf[lo - self.start : hi - self.start])
+                if end >= b:
+                    break
+                self.start, self.buf = end, next(self.stream)  # (batch, z_dim)
+                if self.buf.ndim != 2 or self.buf.shape[1] != self.G.z_dim or not len(self.buf):
+                    raise ValueError(
+                        f"{self.G.name} drew z of shape {self.buf.shape}, expected (b, {self.G.z_dim})"
+                    )
+            z = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        if z.shape != (b - a, self.G.z_dim):
+            raise ValueError(f"{self.G.name} drew z of shape {z.shape}, expected ({b - a}, {self.G.z_dim})")
+        return z
+
+
+def _shard_sidecar(meta: dict[str, Any], name: str, k: int, count: int, a: int, b: int, D: int) -> dict:
+    """The sidecar of shard ``k``: the request's metadata, this shard's rows and file."""
+    return {
+        **meta,
+        "n": b - a,
+        "file": Path(name).name,
+        "shape": [b - a, D],
+        "dtype": "float32",
+        "shard": {"index": k, "count": count, "start": a, "stop": b, "of_n": meta["n"]},
+    }
+
+
+def _shard_is_done(path: Path, expected: dict[str, Any]) -> bool:
+    """Whether an earlier run of the same request left shard ``path`` complete (its sidecar, written
+    after the array, says so and the array's header agrees)."""
+    side = sidecar_path(path)
+    if not (path.is_file() and side.is_file()):
+        return False
+    try:
+        if json.loads(side.read_text(encoding="utf-8")) != json.loads(to_json_text(expected)):
+            return False
+        a = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError):
+        return False
+    return list(a.shape) == expected["shape"] and a.dtype == np.float32
+
+
+def sample_latent_shards(
+    G: Generator,
+    outdir: str | Path,
+    n: int | None = None,
+    space: str = "z",
+    seed: int = 0,
+    truncation_psi: float = 1.0,
+    truncation_cutoff: int | None = None,
+    class_idx: int | None = None,
+    batch_size: int = 1024,
+    shard_rows: int = 100_000,
+    progress: bool = True,
+    *,
+    seeds: Sequence[int] | None = None,
+    generator_sha256: str | None = None,
+) -> Path:
+    """Sample as :func:`sample_latents` does, into ``.npy`` shards of ``shard_rows`` rows and a manifest.
+
+    Writes ``outdir/shards/latents-KKKKK-of-CCCCC.npy`` (rows ``K * shard_rows ...``, each with a JSON
+    sidecar) and, last, ``outdir/manifest.json`` (:mod:`sfvq.shards`); returns the manifest's path.
+    Row i is the row i :func:`sample_latents` draws with the same settings (one z per seed, or row i of
+    the one seeded stream), so the shards read in order equal its file, whatever the shard size and the
+    number of processes. Under ``torch.distributed`` each process writes the shards ``K % world ==
+    rank``. A shard an interrupted run of the same request completed (its sidecar says so) is kept.
+    """
+    from sfvq import dist
+    from sfvq.shards import MANIFEST_FILE, MANIFEST_KIND, shard_name, shard_ranges
+
+    if isinstance(shard_rows, bool) or not isinstance(shard_rows, (int, np.integer)) or shard_rows < 1:
+        raise ValueError(f"shard_rows must be a positive integer, got {shard_rows!r}")
+    n, seed, seeds, D, meta = _request(
+        G, n, space, seed, truncation_psi, truncation_cutoff, class_idx, batch_size, seeds, generator_sha256
+    )
+    outdir = Path(outdir)
+    manifest = outdir / MANIFEST_FILE
+    ranges = shard_ranges(n, int(shard_rows))
+    names = [shard_name(k, len(ranges)) for k in range(len(ranges))]
+    mine = dist.my_items(range(len(ranges)))
+    if dist.is_main():
+        manifest.unlink(missing_ok=True)  # until the new one is written, the folder is incomplete
+    zrows = _ZRows(G, n, seed, seeds, truncation_psi, batch_size)
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn(f"sampling {space}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    total = sum(ranges[k][1] - ranges[k][0] for k in mine)
+    with Progress(*columns, console=Console(stderr=True), disable=not (progress and dist.is_main())) as bar:
+        task = bar.add_task("sample", total=total)
+        for k in mine:
+            a, b = ranges[k]
+            path = outdir / names[k]
+            side_meta = _shard_sidecar(meta, names[k], k, len(ranges), a, b, D)
+            if _shard_is_done(path, side_meta):
+                bar.advance(task, b - a)
+                continue
+            text = to_json_text(side_meta)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(b - a, D))
+                try:
+                    for s0 in range(a, b, batch_size):
+                        s1 = min(b, s0 + batch_size)
+                        z = zrows.rows(s0, s1)  # (s1 - s0, z_dim)
+                        mm[s0 - a : s1 - a] = latents_from_z(
+                            G, z, space, truncation_psi, truncation_cutoff, class_idx
+                        )
+                        bar.advance(task, s1 - s0)
+                    mm.flush()
+                finally:
+                    del mm
+                sidecar_path(path).unlink(missing_ok=True)
+            with atomic_path(sidecar_path(path)) as tmp:
+                tmp.write_text(text, encoding="utf-8")
+    dist.barrier()  # every shard is on disk
+    if dist.is_main():
+        shards = [{"file": names[k], "start": a, "stop": b} for k, (a, b) in enumerate(ranges)]
+        full = {
+            **meta,
+            "kind": MANIFEST_KIND,
+            "shape": [n, D],
+            "dtype": "float32",
+            "shard_rows": int(shard_rows),
+        }
+        text = to_json_text({**full, "shards": shards})
+        with atomic_path(manifest) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    dist.barrier()  # the manifest exists before any process returns it
+    return manifest
 
 
 def load_latents(path: str | Path, mmap: bool = True) -> tuple[np.ndarray, dict[str, Any]]:

@@ -32,7 +32,7 @@ SPACE_NAMES: dict[str, str] = {
     "features": "a layer's activations reduced by PCA",
 }
 
-_RANGE_RE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
+_RANGE_RE = re.compile(r"\A\s*(\d+)\s*(?:-\s*(\d+)\s*)?\Z")
 
 
 def parse_seeds(text: str, max_count: int | None = None) -> list[int]:

@@ -4,22 +4,41 @@ Steps (each timed in :attr:`RunResult.timings`, each long one with a progress ba
 
 1. ``sample``: space vectors of N latents (``latents.npy`` + sidecar, ``space.json``).
 2. ``fit``: the SFVQ curve (``model.safetensors``, ``loss.png``, ``curve.png``, ``summary.json``).
-3. ``maps``: every corner of every bitrate rendered; ``maps/map_{b}bit.png`` (labelled grid, corners in
-   empty regions framed in red) and ``maps/strip_{b}bit.png``.
-4. ``walk``: the finest curve walked at evenly spaced positions (``walks/walk.gif``, ``walks/walk.mp4``).
-5. ``edits``: each segment of the edit bitrate applied to fixed seeds at several sigmas
-   (``edits/{b}bit_seg{i:03d}.png``); sigma is counted in stds of the data along the direction.
-6. ``smoothness``: the order score of corners against k-means centroids, on images and space vectors.
-7. ``report``: ``usage.png``, ``report.html``, the full ``summary.json`` and ``options.json``.
+3. ``plan``: how many images one generator call may render (a memory estimate,
+   :func:`sfvq.render.render_batch_size`), one call timed (the 2-bit corners), and what the rendering
+   steps render so that the run fits its time budget (:func:`plan_renders`), printed and recorded.
+4. ``maps``: every corner of every planned bitrate rendered; ``maps/map_{b}bit.png`` (labelled grid,
+   corners in empty regions framed in red) and ``maps/strip_{b}bit.png``; corners asked for at full size
+   as ``maps/corner_{b}bit_{k:03d}.png``.
+5. ``walk``: the finest curve walked at evenly spaced positions (``walks/walk.mp4``, ``walks/walk.gif``),
+   each batch of frames streamed to the files as it is rendered.
+6. ``edits``: each planned segment of the edit bitrate applied to fixed seeds at several sigmas
+   (``edits/{b}bit_seg{i:03d}.png``); sigma is counted in stds of the data along the direction; the
+   unedited column (sigma 0) is rendered once for all segments.
+7. ``smoothness``: the order score of corners against k-means centroids, on images (the map renders
+   reused; centroids rendered the same way for the planned bitrates) and space vectors.
+8. ``report``: ``usage.png``, ``report.html``, the full ``summary.json`` and ``options.json``.
+
+Maps, walk and edits are rendered at a preview resolution (``--preview-res``, 256 px by default, or the
+generator's own when smaller; ``--full-res`` for full size): a StyleGAN2 stops at that block, which costs a
+fraction of a full render; other generators render at full size and downsample. A time budget
+(``--time-budget``, 600 s by default for the whole run) cuts the walk's frames, the edited segments, the
+k-means baseline and the map bitrates where rendering everything would take longer, and says what it left
+out; the plan is revised from the maps' real speed, and the edits and the baseline stop early where the
+measured speed says they would pass the deadline. A generator small enough renders everything, as before.
 
 The run directory follows the contract shared by the other commands: ``model.safetensors`` (metadata
-``{"network", "space", "data"}``), ``space.json``, ``latents.npy``/``latents.json``.
+``{"network", "space", "data", "run_id"}``), ``space.json``, ``latents.npy``/``latents.json``. Every step
+writes into a staging folder beside the run directory, which replaces it only when the last step is done
+(:func:`sfvq.runs.staged_run`): a job that fails or is killed leaves the previous run as it was, and the
+files of a run carry its id (``run_id``) so that :meth:`sfvq.runs.Run.open` refuses a folder mixing two.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,13 +53,22 @@ if TYPE_CHECKING:  # imported where used, so that `sfvq run --help` starts witho
 DEFAULT_N = 20_000
 DEFAULT_SIGMAS = (-6.0, -3.0, 0.0, 3.0, 6.0)
 DEFAULT_EDIT_SEEDS = (0, 1, 2, 3)
-STEPS = ("sample", "fit", "maps", "walk", "edits", "smoothness", "report")
+DEFAULT_PREVIEW_RES = 256  # px of maps, walk and edits (or the generator's own, when smaller)
+DEFAULT_TIME_BUDGET = 600.0  # seconds for the whole run; 0: no limit
+DEFAULT_RENDER_BATCH = 64  # most images per generator call (fewer where memory says so)
+MIN_PREVIEW_RES = 8
+STEPS = ("sample", "fit", "plan", "maps", "walk", "edits", "smoothness", "report")
+# Shares of the rendering time a cut plan gives, in this order: maps (of all that is left), the k-means
+# baseline (of what the maps leave), edits (of what the baseline leaves); the walk gets the rest.
+PLAN_SHARES = {"maps": 0.6, "baseline": 0.25, "edits": 0.5}
+PLAN_RESERVE = 0.1  # of the time left, kept for the work besides rendering (k-means, grids, the report)
+BATCH_SECONDS = 10.0  # automatic batches stay under about this long, so that progress shows
 
 # Files from an earlier run in the same directory that this run rewrites: removed first, so that a run
 # that stops half-way never leaves a directory that looks complete or mixes two runs' pictures.
 _STALE = {
     ".": ("report.html", "options.json", "summary.json", "usage.png"),
-    "maps": ("map_*bit.png", "strip_*bit.png"),
+    "maps": ("map_*bit.png", "strip_*bit.png", "corner_*bit_*.png"),
     "walks": ("walk.gif", "walk.mp4"),
     "edits": ("*bit_seg*.png",),
 }
@@ -75,11 +103,19 @@ class RunConfig:
     edit_bits: int | None = None  # None: min(bits, 4)
     edit_seeds: tuple[int, ...] = DEFAULT_EDIT_SEEDS
     sigmas: tuple[float, ...] = DEFAULT_SIGMAS
-    walk_frames: int = 240
+    walk_frames: int = 240  # at most; a time budget may render fewer
     fps: float = 24.0
-    render_batch_size: int = 64
+    render_batch_size: int | None = None  # None: as many as fit in memory, at most DEFAULT_RENDER_BATCH
     device: str = "cpu"
     progress: bool = True
+    preview_res: int = DEFAULT_PREVIEW_RES  # px of maps, walk and edits (capped at the generator's)
+    full_res: bool = False  # render maps, walk and edits at the generator's full resolution
+    full_res_corners: tuple[int, ...] = ()  # corners of the final bitrate also written at full size
+    time_budget: float = DEFAULT_TIME_BUDGET  # seconds for the whole run (0: no limit)
+
+    def render_resolution(self) -> int | None:
+        """The resolution asked of the generator for maps, walk and edits (None: full size)."""
+        return None if self.full_res else self.preview_res
 
     def resolved_edit_bits(self) -> int:
         return min(self.bits, 4) if self.edit_bits is None else self.edit_bits
@@ -91,6 +127,7 @@ class RunConfig:
         d["edit_bits"] = self.resolved_edit_bits()
         d["edit_seeds"] = list(self.edit_seeds)
         d["sigmas"] = list(self.sigmas)
+        d["full_res_corners"] = list(self.full_res_corners)
         return d
 
 
@@ -106,6 +143,168 @@ class RunResult:
     segments: list[dict[str, Any]]
     timings: dict[str, float] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
+    plan: RenderPlan | None = None
+
+
+@dataclass
+class RenderPlan:
+    """What the rendering steps render (chosen by :func:`plan_renders`), and the time it should take.
+
+    ``map_bits``: bitrates whose corners are rendered (maps, image smoothness); ``baseline_bits``: bitrates
+    whose k-means centroids are rendered for the image smoothness baseline; ``edit_segments``: segments of
+    the edit bitrate with an edit grid, in index order; ``walk_frames``: frames of the walk (0: none).
+    ``images``/``seconds``: what the plan renders and how long that should take; ``full_images``/
+    ``full_seconds``: the same for everything; ``left_out``: one line per thing the budget cut.
+    """
+
+    seconds_per_image: float
+    available: float | None  # seconds the budget left for rendering (None: no limit)
+    map_bits: list[int]
+    baseline_bits: list[int]
+    edit_segments: list[int]
+    walk_frames: int
+    images: int
+    seconds: float
+    full_images: int
+    full_seconds: float
+    left_out: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly (summary.json)."""
+        return asdict(self)
+
+
+def _bits_text(bits: Sequence[int]) -> str:
+    """2, 3, 4, 6 -> "2-4, 6"."""
+    runs: list[list[int]] = []
+    for b in sorted(bits):
+        if runs and b == runs[-1][-1] + 1:
+            runs[-1].append(b)
+        else:
+            runs.append([b])
+    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
+
+
+def left_out_text(
+    bits: int,
+    map_bits: Sequence[int],
+    baseline_bits: Sequence[int],
+    n_edit: int,
+    n_segments: int,
+    frames: int,
+    walk_frames: int,
+) -> list[str]:
+    """One line per part of the rendering a plan leaves out (empty when it renders everything)."""
+    all_bits = list(range(2, bits + 1))
+    out = []
+    if len(set(map_bits)) < len(all_bits):
+        out.append(f"maps at {_bits_text([b for b in all_bits if b not in map_bits])} bits")
+    if len(set(baseline_bits)) < len(all_bits):
+        missing = [b for b in all_bits if b not in baseline_bits]
+        out.append(f"the k-means baseline of the image smoothness at {_bits_text(missing)} bits")
+    if n_edit == 0 < n_segments:
+        out.append(f"the edit grids (all {n_segments} segments)")
+    elif n_edit < n_segments:
+        out.append(f"edit grids of {n_segments - n_edit} of {n_segments} segments (the least used)")
+    if frames < walk_frames:
+        out.append(f"{walk_frames - frames} of {walk_frames} walk frames" if frames else "the walk")
+    return out
+
+
+def plan_renders(
+    *,
+    bits: int,
+    segment_usage: Sequence[float],
+    n_seeds: int,
+    sigmas: Sequence[float],
+    walk_frames: int,
+    seconds_per_image: float,
+    available: float | None,
+    rendered_bits: Sequence[int] = (2,),
+    more_maps: bool = True,
+) -> RenderPlan:
+    """Choose what the rendering steps render so that it takes at most ``available`` seconds.
+
+    Costs are counted in images of ``seconds_per_image`` each: a map at b bits renders 2**b corners (those
+    of ``rendered_bits`` are already rendered and always kept; with ``more_maps`` False no other map is
+    added, as when planning again after the maps), its k-means baseline as many centroids; an edit grid
+    ``n_seeds`` images per non-zero sigma (the unedited column, sigma 0, is rendered once for all
+    segments); the walk one image per frame. When everything fits (or ``available`` is None), everything
+    is rendered. Otherwise, in order and deterministically:
+
+    1. maps: the bitrates from the finest down, each while it fits in :data:`PLAN_SHARES` ["maps"] of the
+       time (a bitrate that does not fit is skipped, a coarser one may still fit);
+    2. the k-means baseline: the mapped bitrates from the coarsest up, within its share of what is left;
+    3. edits: the most used segments (ties: the lower index) within their share of what is left;
+    4. the walk: as many frames as the rest allows (at most ``walk_frames``; none below 2).
+    """
+    if seconds_per_image < 0 or not math.isfinite(seconds_per_image):
+        raise ValueError(f"seconds_per_image must be finite and >= 0, got {seconds_per_image}")
+    t = seconds_per_image
+    done = set(rendered_bits)
+    all_bits = list(range(2, bits + 1))
+    can_map = [b for b in all_bits if b not in done] if more_maps else []
+    has_zero = any(s == 0 for s in sigmas)
+    per_segment = n_seeds * sum(1 for s in sigmas if s != 0)
+    n_segments = len(segment_usage)
+
+    def edit_cost(n: int) -> int:
+        return 0 if n == 0 else n * per_segment + (n_seeds if has_zero else 0)
+
+    full_images = 2 * sum(2**b for b in can_map) + sum(2**b for b in done)  # maps and baselines
+    full_images += edit_cost(n_segments) + walk_frames
+    full_seconds = full_images * t
+    if available is None or full_seconds <= max(0.0, available):
+        map_bits, baseline_bits = sorted(done | set(can_map)), sorted(done | set(can_map))
+        edit_segments, frames = list(range(n_segments)), walk_frames
+    else:
+        room = max(0.0, available) / t  # images the budget allows (t > 0 here)
+        # 1. maps, finest first.
+        maps_room = PLAN_SHARES["maps"] * room
+        chosen = set(done)
+        for b in reversed(can_map):
+            if 2**b <= maps_room:
+                chosen.add(b)
+                maps_room -= 2**b
+        map_bits = sorted(chosen)
+        room -= sum(2**b for b in chosen - done)
+        # 2. the k-means baseline, coarsest first.
+        base_room = PLAN_SHARES["baseline"] * room
+        baseline_bits = []
+        for b in map_bits:
+            if 2**b > base_room:
+                break
+            baseline_bits.append(b)
+            base_room -= 2**b
+        room -= sum(2**b for b in baseline_bits)
+        # 3. edits of the most used segments.
+        edit_room = PLAN_SHARES["edits"] * room
+        n_edit = 0
+        while n_edit < n_segments and edit_cost(n_edit + 1) <= edit_room:
+            n_edit += 1
+        by_use = sorted(range(n_segments), key=lambda i: (-segment_usage[i], i))
+        edit_segments = sorted(by_use[:n_edit])
+        room -= edit_cost(n_edit)
+        # 4. the walk.
+        frames = min(walk_frames, int(room)) if room >= 2 else 0
+    images = sum(2**b for b in map_bits if b not in done) + sum(2**b for b in baseline_bits)
+    images += edit_cost(len(edit_segments)) + frames
+    left_out = left_out_text(
+        bits, map_bits, baseline_bits, len(edit_segments), n_segments, frames, walk_frames
+    )
+    return RenderPlan(
+        seconds_per_image=t,
+        available=available,
+        map_bits=map_bits,
+        baseline_bits=baseline_bits,
+        edit_segments=edit_segments,
+        walk_frames=frames,
+        images=images,
+        seconds=images * t,
+        full_images=full_images,
+        full_seconds=full_seconds,
+        left_out=left_out,
+    )
 
 
 def validate(config: RunConfig, G: Any) -> str:
@@ -155,9 +354,83 @@ def validate(config: RunConfig, G: Any) -> str:
         raise ConfigError("--walk-frames", f"a walk needs at least 2 frames, got {config.walk_frames}")
     if not config.fps > 0:
         raise ConfigError("--fps", f"frames per second must be positive, got {config.fps}")
-    if config.render_batch_size < 1:
+    if config.render_batch_size is not None and config.render_batch_size < 1:
         raise ConfigError("--render-batch-size", f"must be >= 1, got {config.render_batch_size}")
+    if config.preview_res < MIN_PREVIEW_RES:
+        raise ConfigError("--preview-res", f"must be >= {MIN_PREVIEW_RES} px, got {config.preview_res}")
+    if not (math.isfinite(config.time_budget) and config.time_budget >= 0):
+        raise ConfigError("--time-budget", f"must be a number of seconds >= 0, got {config.time_budget}")
+    bad = [k for k in config.full_res_corners if not 0 <= k < K]
+    if bad:
+        raise ConfigError(
+            "--full-res-corners", f"corner {bad[0]} does not exist: a {config.bits}-bit curve has 0-{K - 1}"
+        )
+    _render_batch(config, G)  # one image must fit in memory: said now, before anything is written
+    if config.full_res_corners:
+        _render_batch(RunConfig(config.network, config.outdir, full_res=True), G, "--full-res-corners")
+    _check_memory(config, G, kind)
     return kind
+
+
+# Copies of the (N, D) latents the job holds at its peak (the sampled array, the fit's float32 rows,
+# projections and k-means distances), for the memory estimate of --n.
+LATENT_COPIES = 4
+
+
+def sample_bytes(config: RunConfig, G: Any, kind: str) -> int:
+    """Bytes of memory one latent costs the job: its z, and :data:`LATENT_COPIES` float32 copies of its
+    space vector; a feature space also holds every sample's activations at the layer until its PCA is fitted
+    (their size is read off one sample) and at most 300 PCA coordinates."""
+    if kind == "w":
+        dim = int(G.w_dim)
+    elif kind == "z":
+        dim = int(G.z_dim)
+    else:
+        import torch
+
+        from sfvq.latents import class_vectors, z_for_seeds
+
+        z = torch.from_numpy(z_for_seeds(G, [0], config.truncation_psi)).to(G.device)  # (1, z_dim)
+        layer = config.layer or G.layers[0]
+        c = class_vectors(G, config.class_idx, 1)
+        with torch.no_grad():
+            f = G.features_of_z(z, c, layer, config.truncation_psi, config.truncation_cutoff)  # (1, ...)
+        dim = int(f[0].numel()) + 300
+    return 4 * (int(G.z_dim) + LATENT_COPIES * dim)
+
+
+def _check_memory(config: RunConfig, G: Any, kind: str) -> None:
+    """A :class:`ConfigError` on ``--n`` when the job's latents alone would not fit in the memory that is
+    available now (where that can be read)."""
+    from sfvq.render import available_memory
+
+    available = available_memory("cpu")
+    if available is None:
+        return
+    try:
+        need = config.n * sample_bytes(config, G, kind)
+    except (ValueError, RuntimeError):  # settings the generator refuses: other checks say so
+        return
+    if need > available:
+        raise ConfigError(
+            "--n",
+            f"{config.n:,} samples need about {need / 2**30:.1f} GiB of memory in space {kind} of "
+            f"{G.name}; {available / 2**30:.1f} GiB is available: use a smaller --n",
+        )
+
+
+def _render_batch(config: RunConfig, G: Any, option: str | None = None) -> int:
+    """Images per generator call at the run's resolution (:func:`sfvq.render.render_batch_size`, capped by
+    ``--render-batch-size``); a :class:`ConfigError` naming ``option`` (default: the resolution's) where
+    one image is predicted not to fit."""
+    from sfvq.render import RenderMemoryError, render_batch_size
+
+    try:
+        return render_batch_size(
+            G, config.render_resolution(), cap=config.render_batch_size or DEFAULT_RENDER_BATCH
+        )
+    except RenderMemoryError as e:
+        raise ConfigError(option or ("--full-res" if config.full_res else "--preview-res"), str(e)) from e
 
 
 def clear_stale(outdir: Path) -> list[Path]:
@@ -183,11 +456,20 @@ def _timed(timings: dict[str, float], step: str, log: Any) -> Iterator[None]:
     log(f"{step}: {timings[step]:.1f}s")
 
 
-def run_pipeline(config: RunConfig, G: Any | None = None, console: Any | None = None) -> RunResult:
+def run_pipeline(
+    config: RunConfig,
+    G: Any | None = None,
+    console: Any | None = None,
+    *,
+    seconds_per_image: float | None = None,
+) -> RunResult:
     """Run every step into ``config.outdir`` (see the module docstring); ``G`` is loaded when not given.
 
-    Raises :class:`ConfigError` for settings that cannot work (before anything is written).
+    ``seconds_per_image``: the time one image takes to render at the run's resolution, used by the plan
+    instead of the timed render (a figure known from an earlier run; tests). Raises :class:`ConfigError`
+    for settings that cannot work (before anything is written).
     """
+    started = time.perf_counter()
     from rich.console import Console
 
     console = console or Console(stderr=True, quiet=not config.progress)
@@ -197,27 +479,60 @@ def run_pipeline(config: RunConfig, G: Any | None = None, console: Any | None = 
 
         G = load_generator(config.network, device=config.device)
     kind = validate(config, G)
-    out = Path(config.outdir)
-    out.mkdir(parents=True, exist_ok=True)
-    clear_stale(out)
-    job = _Job(config, G, kind, out)
-    for step in STEPS:
-        with _timed(job.timings, step, log):
-            getattr(job, step)()
-    return RunResult(job.model, job.space, job.V, job.smooth, job.empty, job.segments, job.timings, job.files)
+    from sfvq.runs import staged_run
+
+    # Every step writes into the staging folder; it replaces config.outdir once the last one is done.
+    with staged_run(config.outdir) as staging:
+        out = staging.path
+        job = _Job(config, G, kind, out, started=started, log=log, seconds_per_image=seconds_per_image)
+        job.run_id = staging.run_id
+        for step in STEPS:
+            with _timed(job.timings, step, log):
+                getattr(job, step)()
+    return RunResult(
+        job.model,
+        job.space,
+        job.V,
+        job.smooth,
+        job.empty,
+        [{**s, "edit": s["edit"] and staging.final(s["edit"])} for s in job.segments],  # None: no grid
+        job.timings,
+        {k: staging.final(p) for k, p in job.files.items()},
+        job.render_plan,
+    )
 
 
 class _Job:
     """One run of the pipeline: the steps of :data:`STEPS` as methods, run in that order, each reading what
     the earlier ones left on ``self`` (space and latents, model and codebooks, corner images, ...)."""
 
-    def __init__(self, config: RunConfig, G: Any, kind: str, out: Path) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        G: Any,
+        kind: str,
+        out: Path,
+        *,
+        started: float | None = None,
+        log: Callable[[str], None] = lambda text: None,
+        seconds_per_image: float | None = None,
+    ) -> None:
         self.config = config
         self.G = G
         self.kind = kind
         self.out = out
+        self.run_id: str | None = None  # stamped into the run's files (set by run_pipeline)
         self.progress = config.progress
-        self.rb = config.render_batch_size
+        self.started = time.perf_counter() if started is None else started
+        self.log = log
+        self.given_seconds_per_image = seconds_per_image
+        self.res = config.render_resolution()  # asked of the generator (None: full size)
+        self.side: int | None = None  # px of the rendered images (longer side), known after the probe
+        self.rb = config.render_batch_size or DEFAULT_RENDER_BATCH  # set by plan() from memory
+        self.render_plan: RenderPlan | None = None  # set by plan(), revised after the maps
+        self.rate: float | None = None  # seconds per image, last measured (plan, maps, walk, edits)
+        self.deadline: float | None = None  # perf_counter time rendering must end by (None: no budget)
+        self.first_plan: RenderPlan | None = None
         self.eb = config.resolved_edit_bits()
         self.timings: dict[str, float] = {}
         self.files: dict[str, Path] = {}
@@ -262,6 +577,7 @@ class _Job:
             "n": c.n,
             "seed": c.seed,
         }
+        data_meta["run_id"] = self.run_id
         self.files["latents"] = save_npy_with_sidecar(self.out / "latents.npy", self.V, data_meta)
         self.files["space"] = self.space.save(self.out)
 
@@ -282,63 +598,257 @@ class _Job:
             verbose=self.progress,
             metadata={"network": c.network, "space": self.space.describe(), "data": data},
         )
-        self.stages, written = write_fit(self.model, self.V, self.out)
+        self.stages, written = write_fit(self.model, self.V, self.out, run_id=self.run_id)
         for key in ("model", "loss plot", "curve plot"):
             self.files[key] = written[key]
         self.codebooks = {b: C.detach().cpu().float() for b, C in sorted(self.model.codebooks_.items())}
 
+    def plan(self) -> None:
+        """Images per generator call from a memory estimate, one call timed (the 2-bit corners, kept for
+        their map), and the render plan that fits the time budget (:func:`plan_renders`), printed."""
+        import numpy as np
+        import torch
+
+        from sfvq.metrics import segment_stats
+        from sfvq.render import render_vectors
+
+        c, G = self.config, self.G
+        self.rb = _render_batch(c, G)
+        # Timed: corners 1-3 after corner 0 alone, whose call also pays the first call's set-up costs.
+        C2 = self.codebooks[2]  # (4, D)
+        first = render_vectors(self.space, C2[:1], batch_size=self.rb, progress=False, resolution=self.res)
+        start = time.perf_counter()
+        rest = render_vectors(self.space, C2[1:], batch_size=self.rb, progress=False, resolution=self.res)
+        measured = (time.perf_counter() - start) / (len(C2) - 1)
+        self.corner_images[2] = torch.cat([first[0], rest[0]])  # (4, C, H, W)
+        self._tiles2 = np.concatenate([first[1], rest[1]])  # (4, H, W, C)
+        t = measured if self.given_seconds_per_image is None else self.given_seconds_per_image
+        if c.render_batch_size is None and t > 0:  # no call much longer than BATCH_SECONDS
+            self.rb = max(1, min(self.rb, int(BATCH_SECONDS / t)))
+        self.side = max(self.corner_images[2].shape[2:])
+        self.edit_stats = segment_stats(self.V, self.codebooks[self.eb])
+        spent = time.perf_counter() - self.started
+        available = None if c.time_budget == 0 else (1 - PLAN_RESERVE) * (c.time_budget - spent)
+        if available is not None:
+            self.deadline = self.started + spent + max(0.0, available)
+        self.rate = t
+        self.first_plan = self.render_plan = plan = plan_renders(
+            bits=c.bits,
+            segment_usage=[row["usage"] for row in self.edit_stats],
+            n_seeds=len(c.edit_seeds),
+            sigmas=c.sigmas,
+            walk_frames=c.walk_frames,
+            seconds_per_image=t,
+            available=available,
+        )
+        full = G.img_resolution
+        where = f"{self.side} px" + (
+            "" if self.side >= full else f" (a preview; the generator makes {full} px)"
+        )
+        self.log(f"rendering at {where}, {self.rb} per call: {t:.3g} s per image")
+        if c.time_budget == 0:
+            budget = "no time budget"
+        else:
+            budget = f"time budget {c.time_budget:g} s, {spent:.0f} s spent"
+        self.log(
+            f"rendering everything ({plan.full_images} images) would take about "
+            f"{_duration(plan.full_seconds)}; {budget}; planned: {plan.images} images, about "
+            f"{_duration(plan.seconds)}"
+        )
+        if plan.left_out:
+            self.log(
+                "left out to fit the time budget (raise --time-budget, 0 for no limit): "
+                + "; ".join(plan.left_out)
+            )
+
     def maps(self) -> None:
-        """Every corner of every bitrate rendered: ``maps/map_{b}bit.png`` (corners in empty regions framed
-        in red) and ``maps/strip_{b}bit.png``."""
+        """Every corner of every planned bitrate rendered: ``maps/map_{b}bit.png`` (corners in empty regions
+        framed in red) and ``maps/strip_{b}bit.png``; corners asked for at full size as
+        ``maps/corner_{b}bit_{k:03d}.png``. Empty corners are found at every bitrate."""
+        from sfvq.generators.base import to_uint8
         from sfvq.io import save_png
         from sfvq.metrics import empty_corners
-        from sfvq.render import panoptic_map, render_vectors, strip
+        from sfvq.render import panoptic_map, render_batch_size, render_vectors, strip
 
+        assert self.render_plan is not None
+        c, maps = self.config, self.out / "maps"
+        rendered, seconds = 0, 0.0  # images and seconds of the renders below (to revise the plan)
         for b, C in self.codebooks.items():
-            images, tiles = render_vectors(
-                self.space, C, batch_size=self.rb, description=f"{b}-bit corners", progress=self.progress
-            )
-            self.corner_images[b] = images
             found = empty_corners(self.V, C)
             self.empty[b] = {k: found.reasons[k] for k in found.flagged}
-            maps = self.out / "maps"
+            if b not in self.render_plan.map_bits:
+                continue
+            if b in self.corner_images:  # rendered by the plan's timing
+                tiles = self._tiles2
+            else:
+                start = time.perf_counter()
+                self.corner_images[b], tiles = render_vectors(
+                    self.space,
+                    C,
+                    batch_size=self.rb,
+                    description=f"{b}-bit corners",
+                    progress=self.progress,
+                    resolution=self.res,
+                )
+                rendered, seconds = rendered + len(C), seconds + time.perf_counter() - start
             self.files[f"map {b} bits"] = save_png(
                 maps / f"map_{b}bit.png", panoptic_map(tiles, found.flagged)
             )
             self.files[f"strip {b} bits"] = save_png(maps / f"strip_{b}bit.png", strip(tiles, found.flagged))
+        self._revise_plan(rendered, seconds)
+        if c.full_res_corners:
+            ks = list(c.full_res_corners)
+            rb = render_batch_size(self.G, None, cap=c.render_batch_size or DEFAULT_RENDER_BATCH)
+            self.log(f"rendering {len(ks)} corner(s) at full size ({self.G.img_resolution} px)")
+            images = self.space.render(self.codebooks[c.bits][ks], rb)  # (k, C, H, W) full size
+            for k, tile in zip(ks, to_uint8(images), strict=True):
+                save_png(maps / f"corner_{c.bits}bit_{k:03d}.png", tile)
+            self.files["full-size corners"] = maps
+
+    def _revise_plan(self, images: int, seconds: float) -> None:
+        """Plan the rest (baseline, edits, walk) again from the time the maps' ``images`` really took, so
+        that a first estimate that was off does not overrun the budget (nothing to do without a budget,
+        with a given time per image, or when the maps rendered fewer than 4 images)."""
+        c, plan = self.config, self.render_plan
+        if c.time_budget == 0 or self.given_seconds_per_image is not None or images < 4 or plan is None:
+            return
+        self.rate = seconds / images
+        spent = time.perf_counter() - self.started
+        self.render_plan = revised = plan_renders(
+            bits=c.bits,
+            segment_usage=[row["usage"] for row in self.edit_stats],
+            n_seeds=len(c.edit_seeds),
+            sigmas=c.sigmas,
+            walk_frames=c.walk_frames,
+            seconds_per_image=seconds / images,
+            available=(1 - PLAN_RESERVE) * (c.time_budget - spent),
+            rendered_bits=plan.map_bits,
+            more_maps=False,
+        )
+        if (revised.baseline_bits, revised.edit_segments, revised.walk_frames) != (
+            plan.baseline_bits,
+            plan.edit_segments,
+            plan.walk_frames,
+        ):
+            self.log(
+                f"plan revised after the maps ({revised.seconds_per_image:.3g} s per image): "
+                f"{revised.images} more images, about {_duration(revised.seconds)}"
+                + ("; left out: " + "; ".join(revised.left_out) if revised.left_out else "")
+            )
+
+    def _measured(self, images: int, seconds: float) -> None:
+        """Record the time per image of a render (unless the time per image was given)."""
+        if self.given_seconds_per_image is None and images > 0:
+            self.rate = seconds / images
+
+    def _fits(self, images: int) -> bool:
+        """Whether ``images`` more renders end before the deadline, at the last measured rate."""
+        if self.deadline is None or self.rate is None:
+            return True
+        return time.perf_counter() + images * self.rate <= self.deadline
+
+    def _cut(self, **changes: Any) -> None:
+        """Shrink the plan where a step stopped at the deadline (``edit_segments``, ``baseline_bits``)."""
+        from dataclasses import replace
+
+        c, plan = self.config, self.render_plan
+        assert plan is not None
+        plan = replace(plan, **changes)
+        plan.left_out = left_out_text(
+            c.bits,
+            plan.map_bits,
+            plan.baseline_bits,
+            len(plan.edit_segments),
+            len(self.edit_stats),
+            plan.walk_frames,
+            c.walk_frames,
+        )
+        self.render_plan = plan
 
     def walk(self) -> None:
-        """The finest curve walked at evenly spaced positions: ``walks/walk.gif`` and ``walks/walk.mp4``."""
-        from sfvq.render import render_vectors, walk_points, write_gif, write_mp4
+        """The finest curve walked at evenly spaced positions (as many frames as planned):
+        ``walks/walk.mp4`` and ``walks/walk.gif`` (smaller frames), each batch of frames streamed to both as
+        it is rendered, never the whole walk in memory."""
+        from sfvq.render import GifWriter, Mp4Writer, iter_renders, walk_points
 
-        c = self.config
-        points = walk_points(self.codebooks[c.bits], c.walk_frames)  # (T, D)
-        _, frames = render_vectors(
-            self.space, points, batch_size=self.rb, description="walk", progress=self.progress
-        )
-        self.files["walk (GIF)"] = write_gif(self.out / "walks" / "walk.gif", frames, c.fps)
-        self.files["walk (MP4)"] = write_mp4(self.out / "walks" / "walk.mp4", frames, c.fps)
+        assert self.render_plan is not None
+        c, frames = self.config, self.render_plan.walk_frames
+        if frames < 2:
+            return
+        points = walk_points(self.codebooks[c.bits], frames)  # (T, D)
+        walks = self.out / "walks"
+        start = time.perf_counter()
+        with Mp4Writer(walks / "walk.mp4", c.fps) as mp4, GifWriter(walks / "walk.gif", c.fps, frames) as gif:
+            for batch in iter_renders(
+                self.space,
+                points,
+                batch_size=self.rb,
+                description="walk",
+                progress=self.progress,
+                resolution=self.res,
+            ):  # (b, H, W, C) uint8
+                mp4.add(batch)
+                gif.add(batch)
+        self._measured(frames, time.perf_counter() - start)
+        self.files["walk (MP4)"] = walks / "walk.mp4"
+        self.files["walk (GIF)"] = walks / "walk.gif"
 
     def edits(self) -> None:
         """Each segment of the edit bitrate applied to the edit seeds at every sigma (in stds of the data
         along it), all layers: ``edits/{b}bit_seg{i:03d}.png``."""
+        import numpy as np
+        import torch
+
+        from sfvq.generators.base import to_uint8
         from sfvq.io import save_png
-        from sfvq.metrics import segment_stats
         from sfvq.progress import track
         from sfvq.render import edit_grid, edit_images
 
+        assert self.render_plan is not None
         c, eb = self.config, self.eb
-        stats = segment_stats(self.V, self.codebooks[eb])
+        chosen = set(self.render_plan.edit_segments)
         seeds_full = self.space.encode_seeds(list(c.edit_seeds))  # (S, num_ws, full_dim)
         units = self.model.directions(eb).detach().cpu().float()  # (K-1, D) unit, zero stays zero
-        for row in track(stats, f"edits at {eb} bits", len(stats), self.progress):
+        S, T = len(c.edit_seeds), len(c.sigmas)
+        moved = [j for j, s in enumerate(c.sigmas) if s != 0]  # columns that differ between segments
+        base = None
+        if chosen and len(moved) < T:
+            # The unedited column, rendered once: the same forked RNG as each column of render_edits.
+            with torch.random.fork_rng():
+                torch.manual_seed(0)
+                plain = self.space.render_full(seeds_full, self.rb, self.res)  # (S, C, H, W)
+            base = to_uint8(plain)  # (S, H, W, C)
+        # Most used first, so that the deadline (a first estimate that was off) cuts the least used.
+        rows = sorted(
+            (row for row in self.edit_stats if row["segment"] in chosen),
+            key=lambda row: (-row["usage"], row["segment"]),
+        )
+        edited: dict[int, Path] = {}
+        for row in track(rows, f"edits at {eb} bits", len(rows), self.progress):
             i = row["segment"]
-            sig = [s * row["std"] for s in c.sigmas]
-            tiles = edit_images(self.space, seeds_full, units[i], sig, batch_size=self.rb)
-            grid = edit_grid(tiles, c.edit_seeds, c.sigmas)
-            path = save_png(self.out / "edits" / f"{eb}bit_seg{i:03d}.png", grid)
-            self.segments.append({"bits": eb, **row, "edit": path})
-        self.files["edits"] = self.out / "edits"
+            if edited and not self._fits(S * len(moved)):
+                self.log(f"edits stopped at the time budget after {len(edited)} of {len(rows)} segments")
+                break
+            start = time.perf_counter()
+            columns: list[Any] = [base] * T  # per sigma: (S, H, W, C) uint8
+            if moved:
+                sig = [c.sigmas[j] * row["std"] for j in moved]
+                rendered = edit_images(
+                    self.space, seeds_full, units[i], sig, batch_size=self.rb, resolution=self.res
+                )  # (S * M, H, W, C), seed-major
+                rendered = rendered.reshape(S, len(moved), *rendered.shape[1:])  # (S, M, H, W, C)
+                for m, j in enumerate(moved):
+                    columns[j] = rendered[:, m]
+                self._measured(S * len(moved), time.perf_counter() - start)
+            tiles = np.stack(columns, 1)  # (S, T, H, W, C)
+            grid = edit_grid(tiles.reshape(S * T, *tiles.shape[2:]), c.edit_seeds, c.sigmas)
+            edited[i] = save_png(self.out / "edits" / f"{eb}bit_seg{i:03d}.png", grid)
+        if len(edited) < len(rows):
+            self._cut(edit_segments=sorted(edited))
+        for row in self.edit_stats:
+            self.segments.append({"bits": eb, **row, "edit": edited.get(row["segment"])})
+        if edited:
+            self.files["edits"] = self.out / "edits"
 
     def smoothness(self) -> None:
         """The order score of SFVQ corners against k-means centroids, on images and on space vectors."""
@@ -346,19 +856,35 @@ class _Job:
         from sfvq.progress import track
         from sfvq.render import render_vectors
 
+        assert self.render_plan is not None
         items = list(self.codebooks.items())
+        baseline = set(self.render_plan.baseline_bits)
+        rendered: list[int] = []
         for b, C in track(items, "k-means baseline", len(items), self.progress):
             centroids = kmeans(self.V, 2**b, seed=self.config.seed)  # (K, D)
-            km_images, _ = render_vectors(self.space, centroids, batch_size=self.rb, progress=False)
+            km_image = None
+            if b in baseline and self._fits(2**b):  # rendered as the map's corners were
+                start = time.perf_counter()
+                km_images, _ = render_vectors(
+                    self.space, centroids, batch_size=self.rb, progress=False, resolution=self.res
+                )
+                self._measured(2**b, time.perf_counter() - start)
+                km_image = image_smoothness(km_images)
+                rendered.append(b)
+            corners = self.corner_images.get(b)
             self.smooth.append(
                 {
                     "bits": b,
-                    "sfvq_image": image_smoothness(self.corner_images[b]),
-                    "kmeans_image": image_smoothness(km_images),
+                    "sfvq_image": None if corners is None else image_smoothness(corners),
+                    "kmeans_image": km_image,
                     "sfvq_latent": smoothness(C),
                     "kmeans_latent": smoothness(centroids),
                 }
             )
+        if len(rendered) < len(baseline):
+            done = _bits_text(rendered) or "no"
+            self.log(f"k-means baseline stopped at the time budget: rendered at {done} bits")
+            self._cut(baseline_bits=rendered)
 
     def report(self) -> None:
         """``usage.png``, ``report.html``, the full ``summary.json`` and ``options.json``."""
@@ -382,6 +908,7 @@ class _Job:
         rel["report"] = "report.html"
         write_report(out / "report.html", self._report_data(rel))
         summary = {
+            "run_id": self.run_id,
             "network": c.network,
             "generator": self.G.name,
             "space": self.space.describe(),
@@ -395,12 +922,38 @@ class _Job:
                 str(b): {str(k): v for k, v in e.items()} for b, e in self.empty.items()
             },
             "empty_corner_rule": {"min_share": MIN_SHARE, "dist_factor": DIST_FACTOR},
-            "segments": [{**s, "edit": _rel(s["edit"], out)} for s in self.segments],
+            "segments": [
+                {**s, "edit": None if s["edit"] is None else _rel(s["edit"], out)} for s in self.segments
+            ],
+            "render": self._render_summary(),
             "timings": self.timings,
             "files": rel,
         }
         self.files["summary"] = write_json(out / "summary.json", summary)
-        self.files["options"] = write_options(out, "run", c.options())
+        self.files["options"] = write_options(out, "run", c.options(), run_id=self.run_id)
+
+    def _render_summary(self) -> dict[str, Any]:
+        """How the pictures were rendered (summary.json ``render``): resolution, batch, plan."""
+        plan = self.render_plan
+        return {
+            "resolution": self.side,
+            "full_resolution": self.G.img_resolution,
+            "preview": self.side is not None and self.side < self.G.img_resolution,
+            "batch_size": self.rb,
+            "time_budget": self.config.time_budget,
+            "plan": None if plan is None else plan.as_dict(),
+            "first_plan": None if self.first_plan is None else self.first_plan.as_dict(),
+        }
+
+    def _full_size_hint(self) -> str | None:
+        """How to get full-size pictures of this run (None when they already are)."""
+        if self.side is None or self.side >= self.G.img_resolution:
+            return None
+        return (
+            f"Full size ({self.G.img_resolution} px): sfvq edit --model {self.out} --direction "
+            f"{self.eb}:SEGMENT for an edit grid; sfvq run ... --full-res-corners 0-3 for chosen corners "
+            "or --full-res for everything."
+        )
 
     def _report_data(self, rel: dict[str, str]) -> Any:
         """What report.html shows (the files written so far, ``rel``, as paths relative to the run)."""
@@ -423,7 +976,13 @@ class _Job:
             "edit bits": self.eb,
             "edit seeds": list(c.edit_seeds),
             "sigmas (std units)": list(c.sigmas),
-            "walk": f"{c.walk_frames} frames at {c.fps:g} fps",
+            "walk": f"{self.render_plan.walk_frames if self.render_plan else c.walk_frames} frames "
+            f"at {c.fps:g} fps",
+            "render resolution": (
+                f"{self.side} px (generator: {self.G.img_resolution} px)" if self.side else "-"
+            ),
+            "render batch": self.rb,
+            "time budget": f"{c.time_budget:g} s" if c.time_budget else "no limit",
             "device": c.device,
             "empty-corner rule": (
                 f"half-segment cell under {MIN_SHARE:g}/K of the samples, or nearest sample over "
@@ -436,7 +995,7 @@ class _Job:
             space=space.describe(),
             stages=self.stages,
             smoothness=self.smooth,
-            maps={b: out / "maps" / f"map_{b}bit.png" for b in self.codebooks},
+            maps={b: self.files[f"map {b} bits"] for b in self.codebooks if f"map {b} bits" in self.files},
             empty=self.empty,
             segments=self.segments,
             edit_settings={
@@ -448,9 +1007,23 @@ class _Job:
             curve_plot=out / "curve.png",
             loss_plot=out / "loss.png",
             usage_plot=out / "usage.png",
-            walk_gif=out / "walks" / "walk.gif",
+            walk_gif=self.files.get("walk (GIF)"),
+            walk_mp4=self.files.get("walk (MP4)"),
             files=rel,
+            image_resolution=self.side,
+            full_resolution=self.G.img_resolution,
+            left_out=list(self.render_plan.left_out) if self.render_plan else [],
+            full_size_hint=self._full_size_hint(),
         )
+
+
+def _duration(seconds: float) -> str:
+    """12.3 -> "12 s", 754 -> "12.6 min", 25_000 -> "6.9 h"."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _generator_sha(network: str) -> str | None:
@@ -482,17 +1055,23 @@ def print_run_summary(result: RunResult, outdir: Path, console: Any | None = Non
     t = Table(title="smoothness (1.0 = the order means nothing; lower is smoother)")
     for col in ("bits", "SFVQ images", "k-means images", "SFVQ space", "k-means space", "empty corners"):
         t.add_column(col, justify="right")
+
+    def num(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
     for r in result.smoothness:
         flagged = sorted(result.empty.get(r["bits"], {}))
         t.add_row(
             str(r["bits"]),
-            f"{r['sfvq_image']:.3f}",
-            f"{r['kmeans_image']:.3f}",
-            f"{r['sfvq_latent']:.3f}",
-            f"{r['kmeans_latent']:.3f}",
+            num(r["sfvq_image"]),
+            num(r["kmeans_image"]),
+            num(r["sfvq_latent"]),
+            num(r["kmeans_latent"]),
             ", ".join(map(str, flagged)) if flagged else "none",
         )
     console.print(t)
+    if result.plan is not None and result.plan.left_out:
+        console.print("left out to fit the time budget: " + "; ".join(result.plan.left_out))
     t = Table(title="steps")
     t.add_column("step")
     t.add_column("seconds", justify="right")
@@ -524,9 +1103,11 @@ __all__ = [
     "DEFAULT_N",
     "STEPS",
     "ConfigError",
+    "RenderPlan",
     "RunConfig",
     "RunResult",
     "clear_stale",
+    "plan_renders",
     "print_run_summary",
     "run_pipeline",
     "validate",

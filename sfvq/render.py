@@ -1,39 +1,115 @@
 """Pictures of a curve: corner renders, labelled panoptic maps and strips, walks (GIF/MP4), edit grids.
 
-Rendering goes through a :class:`~sfvq.spaces.LatentSpace` (exact for every kind of space); images come
-back as NHWC uint8 numpy arrays. Every file is written atomically (see :mod:`sfvq.io`).
+Rendering goes through a :class:`~sfvq.spaces.LatentSpace` (exact for every kind of space), at the
+generator's full size or a preview resolution; images come back as NHWC uint8 numpy arrays. How many
+images one generator call renders comes from a memory estimate (:func:`render_batch_size`), so that a
+full-size generator is never asked for more than the machine holds. Walks are streamed to their files
+(:class:`Mp4Writer`, :class:`GifWriter`) as the frames are rendered. Every file is written atomically (see
+:mod:`sfvq.io`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
 from sfvq import curve
-from sfvq.generators.base import to_uint8
+from sfvq.generators.base import Generator, preview_size, to_uint8
 from sfvq.images import FLAG_COLOUR, labelled_grid
 from sfvq.io import atomic_open, atomic_path
 from sfvq.progress import track
 from sfvq.spaces import LatentSpace, check_finite
 
+# ---------------------------------------------------------------------------------------------- memory
+RENDER_MEMORY_SHARE = 0.5  # of the memory available now, what rendering may take (the rest: the job, others)
 
+
+class RenderMemoryError(MemoryError):
+    """One image at the asked resolution would not fit in the memory available: said before rendering."""
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def available_memory(device: str | torch.device = "cpu") -> int | None:
+    """Bytes that can be allocated now on ``device``: CUDA's free memory, else the smaller of Linux's
+    ``MemAvailable`` and the room left under a cgroup (container) limit; None where neither can be read."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(dev)
+        return int(free)
+    found: list[int] = []
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)  # kB
+    with contextlib.suppress(OSError, ValueError):
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+            found.append(max(0, int(limit) - used))
+    return min(found) if found else None
+
+
+def render_batch_size(
+    G: Generator, resolution: int | None, budget: int | None = None, *, cap: int = 64
+) -> int:
+    """How many images one generator call may render at ``resolution`` px within ``budget`` bytes.
+
+    ``budget`` None: :data:`RENDER_MEMORY_SHARE` of :func:`available_memory` on the generator's device
+    (unknown memory: ``cap``). One image is ``G.render_bytes(resolution)`` (a rough per-pixel estimate of
+    the activations); the answer lies in [1, cap]. Raises :class:`RenderMemoryError` when even one image
+    is predicted not to fit (over 90 % of the memory available, or over an explicit ``budget``), instead of
+    letting the operating system kill the process mid-run.
+    """
+    if cap < 1:
+        raise ValueError(f"cap must be >= 1, got {cap}")
+    per_image = max(1, int(G.render_bytes(resolution)))
+    side = resolution if resolution is not None else getattr(G, "img_resolution", "full")
+    if budget is None:
+        available = available_memory(G.device)
+        if available is None:
+            return cap
+        if per_image > 0.9 * available:
+            raise RenderMemoryError(
+                f"rendering one {side} px image of {G.name} needs about {_gib(per_image)}, but only "
+                f"{_gib(available)} of memory is available: free memory, render at a lower resolution "
+                "(--preview-res), or use a machine with more memory"
+            )
+        budget = int(RENDER_MEMORY_SHARE * available)
+    elif per_image > budget:
+        raise RenderMemoryError(
+            f"rendering one {side} px image of {G.name} needs about {_gib(per_image)}, over the "
+            f"{_gib(budget)} allowed"
+        )
+    return max(1, min(cap, budget // per_image))
+
+
+# ---------------------------------------------------------------------------------------------- renders
 def _render(
     space: LatentSpace,
     full: torch.Tensor,
     batch_size: int,
     description: str,
     progress: bool,
+    resolution: int | None = None,
 ) -> tuple[torch.Tensor, np.ndarray]:
     """Full tensors (n, num_ws, full_dim) -> (float images (n, C, H, W), uint8 images (n, H, W, C))."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     parts = torch.split(full, batch_size)
-    out = [space.render_full(p, batch_size) for p in track(parts, description, len(parts), progress)]
+    out = [
+        space.render_full(p, batch_size, resolution) for p in track(parts, description, len(parts), progress)
+    ]
     images = torch.cat(out)  # (n, C, H, W)
     check_finite(images, f"images rendered for {description}")
     return images, to_uint8(images)
@@ -46,11 +122,33 @@ def render_vectors(
     batch_size: int = 64,
     description: str = "rendering",
     progress: bool = True,
+    resolution: int | None = None,
 ) -> tuple[torch.Tensor, np.ndarray]:
-    """Space vectors (n, dim) -> (float images (n, C, H, W) in [-1, 1], uint8 images (n, H, W, C))."""
-    return _render(
-        space, space.to_full(torch.as_tensor(vectors).float().cpu()), batch_size, description, progress
-    )
+    """Space vectors (n, dim) -> (float images (n, C, H, W) in [-1, 1], uint8 images (n, H, W, C)), at
+    ``resolution`` px (None: the generator's full size; see :meth:`~sfvq.spaces.LatentSpace.render_full`)."""
+    full = space.to_full(torch.as_tensor(vectors).float().cpu())
+    return _render(space, full, batch_size, description, progress, resolution)
+
+
+def iter_renders(
+    space: LatentSpace,
+    vectors: torch.Tensor | np.ndarray,
+    *,
+    batch_size: int = 64,
+    description: str = "rendering",
+    progress: bool = True,
+    resolution: int | None = None,
+) -> Iterator[np.ndarray]:
+    """Space vectors (n, dim) rendered batch by batch: uint8 images (b, H, W, C) per batch, so that a long
+    sequence (a walk) never lies in memory whole."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    full = space.to_full(torch.as_tensor(vectors).float().cpu())
+    parts = torch.split(full, batch_size)
+    for part in track(parts, description, len(parts), progress):
+        images = space.render_full(part, batch_size, resolution)  # (b, C, H, W)
+        check_finite(images, f"images rendered for {description}")
+        yield to_uint8(images)
 
 
 def panoptic_map(images: np.ndarray, flagged: Collection[int] = (), cols: int | None = None) -> Image.Image:
@@ -72,61 +170,162 @@ def walk_points(codebook: torch.Tensor, frames: int) -> torch.Tensor:
     return curve.decode(C, t)
 
 
-def write_gif(path: str | Path, frames: np.ndarray, fps: float = 24.0) -> Path:
-    """Frames (T, H, W, C) uint8 -> a looping GIF (Pillow), written atomically."""
-    frames = _check_frames(frames)
-    pil = [Image.fromarray(f if f.shape[2] == 3 else f[:, :, 0]) for f in frames]
-    with atomic_open(path, "wb") as f:
-        pil[0].save(
-            f,
-            format="GIF",
-            save_all=True,
-            append_images=pil[1:],
-            duration=max(20, round(1000 / fps)),  # ms per frame
-            loop=0,
-            optimize=False,
+GIF_MAX_SIZE = 192  # px, longer side of a GIF frame: a GIF is the fallback picture; the MP4 is the walk
+GIF_MAX_PIXELS = 8_000_000  # all GIF frames together; over this, every k-th frame is kept
+
+
+class GifWriter:
+    """A looping GIF written from frames as they come: ``with GifWriter(path, fps, total) as w: w.add(b)``.
+
+    Frames are shrunk to at most ``max_size`` px (antialiased) and turned into palette images as they
+    arrive, so only those small frames are held until the file is written (atomically) on exit; when
+    ``total`` frames at that size would exceed ``max_pixels``, every k-th frame is kept (each shown k times
+    as long). Full-size frames are never held.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        fps: float = 24.0,
+        total: int | None = None,
+        *,
+        max_size: int = GIF_MAX_SIZE,
+        max_pixels: int = GIF_MAX_PIXELS,
+    ) -> None:
+        if not fps > 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.path, self.fps, self.total = Path(path), float(fps), total
+        self.max_size, self.max_pixels = max_size, max_pixels
+        self.frames: list[Image.Image] = []
+        self.seen = 0
+        self.step = 1
+
+    def __enter__(self) -> GifWriter:
+        return self
+
+    def add(self, frames: np.ndarray) -> None:
+        """Append frames (b, H, W, C) uint8."""
+        frames = _check_frames(frames)
+        h, w = preview_size(frames.shape[1], frames.shape[2], self.max_size)
+        if self.seen == 0 and self.total:
+            self.step = max(1, math.ceil(self.total * h * w / self.max_pixels))
+        for f in frames:
+            if self.seen % self.step == 0:
+                im = Image.fromarray(f if f.shape[2] == 3 else f[:, :, 0])
+                if (h, w) != f.shape[:2]:
+                    im = im.resize((w, h), Image.Resampling.LANCZOS)
+                self.frames.append(im if im.mode == "L" else im.quantize(256))  # palette image, ~1 byte/px
+            self.seen += 1
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+
+    def close(self) -> Path:
+        """Write the GIF (atomically); at least one frame must have been added."""
+        if not self.frames:
+            raise ValueError(f"no frames were added for {self.path}")
+        with atomic_open(self.path, "wb") as f:
+            self.frames[0].save(
+                f,
+                format="GIF",
+                save_all=True,
+                append_images=self.frames[1:],
+                duration=max(20, round(1000 * self.step / self.fps)),  # ms per frame
+                loop=0,
+                optimize=False,
+            )
+        self.frames = []
+        return self.path
+
+
+class Mp4Writer:
+    """An H.264 MP4 streamed to the ffmpeg binary bundled with ``imageio-ffmpeg`` as frames come:
+    ``with Mp4Writer(path, fps) as w: w.add(batch)``; no frame is kept after it is sent.
+
+    Small frames are enlarged by an integer factor (nearest neighbour) to at least ``min_size`` px, and
+    padded to even sides, as yuv420p requires; no system ffmpeg is needed. The file appears (atomically)
+    when the block ends without an error; an error leaves nothing.
+    """
+
+    def __init__(self, path: str | Path, fps: float = 24.0, min_size: int = 256) -> None:
+        if not fps > 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.path, self.fps, self.min_size = Path(path), float(fps), min_size
+        self._stack = contextlib.ExitStack()
+        self._tmp: Path | None = None
+        self._writer: Any = None
+        self._shape: tuple[int, int] | None = None  # (H, W) of the frames given
+        self.count = 0
+
+    def __enter__(self) -> Mp4Writer:
+        self._tmp = self._stack.enter_context(atomic_path(self.path))
+        return self
+
+    def _start(self, height: int, width: int) -> None:
+        from sfvq import ffmpeg
+
+        k = max(1, -(-self.min_size // max(height, width)))
+        self._k = k
+        self._pad = ((k * height) % 2, (k * width) % 2)
+        size = (k * width + self._pad[1], k * height + self._pad[0])  # (width, height)
+        # our own ffmpeg child: it dies with this process (imageio_ffmpeg's would outlive a kill -9)
+        self._writer = ffmpeg.write_frames(
+            str(self._tmp),
+            size,
+            fps=self.fps,
+            output_params=["-f", "mp4"],  # the temporary name has no .mp4 suffix to guess from
         )
+        self._writer.send(None)  # start ffmpeg
+        self._shape = (height, width)
+
+    def add(self, frames: np.ndarray) -> None:
+        """Send frames (b, H, W, C) uint8, all of one size, to ffmpeg."""
+        if self._tmp is None:
+            raise RuntimeError("use Mp4Writer in a with block")
+        frames = _check_frames(frames)
+        if self._shape is None:
+            self._start(frames.shape[1], frames.shape[2])
+        elif frames.shape[1:3] != self._shape:
+            raise ValueError(f"frames of {frames.shape[1:3]} after frames of {self._shape}")
+        if frames.shape[3] == 1:
+            frames = np.repeat(frames, 3, axis=3)
+        for f in frames:
+            if self._k > 1:
+                f = f.repeat(self._k, axis=0).repeat(self._k, axis=1)  # (kH, kW, 3)
+            if any(self._pad):
+                f = np.pad(f, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
+            self._writer.send(np.ascontiguousarray(f))
+            self.count += 1
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            if self._writer is not None:
+                self._writer.close()
+            if exc_type is None:
+                if self.count == 0:
+                    raise ValueError(f"no frames were added for {self.path}")
+                if os.path.getsize(self._tmp) == 0:  # type: ignore[arg-type]
+                    raise RuntimeError(f"ffmpeg wrote nothing for {self.path}")
+        except BaseException as e:
+            self._stack.__exit__(type(e), e, e.__traceback__)  # removes the temporary file
+            raise
+        self._stack.__exit__(exc_type, exc, tb)  # on success: the file takes its name
+
+
+def write_gif(path: str | Path, frames: np.ndarray, fps: float = 24.0) -> Path:
+    """Frames (T, H, W, C) uint8 -> a looping GIF (Pillow), written atomically, at the frames' own size."""
+    frames = _check_frames(frames)
+    with GifWriter(path, fps, len(frames), max_size=max(frames.shape[1:3]), max_pixels=frames.size) as w:
+        w.add(frames)
     return Path(path)
 
 
 def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 24.0, min_size: int = 256) -> Path:
-    """Frames (T, H, W, C) uint8 -> an H.264 MP4 through the ffmpeg binary bundled with ``imageio-ffmpeg``.
-
-    Small frames are enlarged by an integer factor (nearest neighbour) to at least ``min_size`` px, and
-    padded to even sides, as yuv420p requires; no system ffmpeg is needed.
-    """
-    import imageio_ffmpeg
-
+    """Frames (T, H, W, C) uint8 -> an H.264 MP4 (:class:`Mp4Writer`), written atomically."""
     frames = _check_frames(frames)
-    if frames.shape[3] == 1:
-        frames = np.repeat(frames, 3, axis=3)
-    T, H, W, _ = frames.shape
-    k = max(1, -(-min_size // max(H, W)))
-    if k > 1:
-        frames = frames.repeat(k, axis=1).repeat(k, axis=2)  # (T, kH, kW, 3)
-    ph, pw = frames.shape[1] % 2, frames.shape[2] % 2
-    if ph or pw:
-        frames = np.pad(frames, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
-    with atomic_path(path) as tmp:
-        writer = imageio_ffmpeg.write_frames(
-            str(tmp),
-            (frames.shape[2], frames.shape[1]),  # (width, height)
-            fps=fps,
-            codec="libx264",
-            pix_fmt_in="rgb24",
-            pix_fmt_out="yuv420p",
-            macro_block_size=2,
-            output_params=["-f", "mp4"],  # the temporary name has no .mp4 suffix to guess from
-            ffmpeg_log_level="error",
-        )
-        writer.send(None)  # start ffmpeg
-        try:
-            for f in frames:
-                writer.send(np.ascontiguousarray(f))
-        finally:
-            writer.close()
-        if os.path.getsize(tmp) == 0:
-            raise RuntimeError(f"ffmpeg wrote nothing for {path}")
+    with Mp4Writer(path, fps, min_size) as w:
+        w.add(frames)
     return Path(path)
 
 
@@ -147,15 +346,17 @@ def edit_images(
     *,
     layers: tuple[int, int] | None = None,
     batch_size: int = 64,
+    resolution: int | None = None,
 ) -> np.ndarray:
     """``full`` (S, num_ws, full_dim) edited by ``sigma * direction`` per sigma -> (S * M, H, W, C) uint8.
 
     Row-major: seed 0 at every sigma, then seed 1, ... (rows = seeds, columns = sigmas in a grid);
-    rendered by :meth:`~sfvq.spaces.LatentSpace.render_edits` (its noise handling).
+    rendered by :meth:`~sfvq.spaces.LatentSpace.render_edits` (its noise handling) at ``resolution`` px.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    images = space.render_edits(full, [direction], sigmas, layers, batch_size)[:, 0]  # (S, M, C, H, W)
+    images = space.render_edits(full, [direction], sigmas, layers, batch_size, resolution)  # (S, 1, M, ...)
+    images = images[:, 0]  # (S, M, C, H, W)
     check_finite(images, "images rendered for edit")
     return to_uint8(images.reshape(-1, *images.shape[2:]))
 
@@ -180,9 +381,16 @@ def edit_grid(
 
 __all__ = [
     "FLAG_COLOUR",
+    "RENDER_MEMORY_SHARE",
+    "GifWriter",
+    "Mp4Writer",
+    "RenderMemoryError",
+    "available_memory",
     "edit_grid",
     "edit_images",
+    "iter_renders",
     "panoptic_map",
+    "render_batch_size",
     "render_vectors",
     "strip",
     "walk_points",

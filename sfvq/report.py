@@ -1,7 +1,10 @@
 """``report.html``: one self-contained page for a run (images embedded as data: URIs, no script, no URL).
 
 The page is built from a :class:`ReportData` with plain string formatting; every piece of text goes
-through :func:`html.escape`. Images are read from the run directory's files and embedded as base64.
+through :func:`html.escape`. Images are read from the run directory's files and embedded as base64, sized
+for a screen (:func:`screen_data_uri`: small files as they are, large ones shrunk and JPEG-encoded), and
+the walk as a small video, so that the page of a full-size generator still opens quickly. The page says
+at which resolution its images were rendered and what a time budget left out.
 """
 
 from __future__ import annotations
@@ -27,6 +30,12 @@ Z_SPACE_NOTE = (
 )
 
 _MIME = {".png": "image/png", ".gif": "image/gif", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+MAP_WIDTH = 2048  # px: widest a panoptic map is embedded (the file in maps/ keeps every pixel)
+EDIT_WIDTH = 1280  # px: widest an edit grid is embedded
+EMBED_AS_IS_BYTES = 300_000  # a file up to this size (and width) is embedded byte for byte
+EMBED_VIDEO_BYTES = 4_000_000  # the walk's MP4 is embedded up to this size, else named
+EMBED_GIF_BYTES = 2_000_000  # without an embeddable MP4, the GIF up to this size
+JPEG_QUALITY = 88
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1200px; color: #222; }
@@ -34,7 +43,7 @@ h1 { font-size: 1.5em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2e
 table { border-collapse: collapse; margin: .6em 0; font-size: .9em; }
 th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: right; }
 th { background: #f3f3f3; } td.l, th.l { text-align: left; }
-img { max-width: 100%; image-rendering: pixelated; }
+img, video { max-width: 100%; } img.px { image-rendering: pixelated; }
 .note { background: #fff4e5; border-left: 4px solid #e69500; padding: .6em 1em; }
 .flag { color: #c81414; }
 .scroll { overflow-x: auto; }
@@ -60,6 +69,11 @@ class ReportData:
     usage_plot: Path | None = None
     walk_gif: Path | None = None
     files: dict[str, str] = field(default_factory=dict)  # name -> relative path of other outputs
+    walk_mp4: Path | None = None
+    image_resolution: int | None = None  # px the maps, walk and edits were rendered at (None: unknown)
+    full_resolution: int | None = None  # the generator's own resolution
+    left_out: list[str] = field(default_factory=list)  # what the time budget left out, one line each
+    full_size_hint: str | None = None  # how to get full-size images (commands), shown with the note
 
 
 def data_uri(path: str | Path) -> str:
@@ -83,10 +97,56 @@ def _num(x: Any, fmt: str = ".4g") -> str:
     return _e(format(x, fmt)) if isinstance(x, (int, float)) else _e(x)
 
 
-def _img(path: Path | None, alt: str) -> str:
+def _screen_image(path: str | Path, max_width: int) -> tuple[str, int]:
+    """(data URI, width in px) of an image file sized for a screen (see :func:`screen_data_uri`)."""
+    import io
+
+    from PIL import Image
+
+    path = Path(path)
+    with Image.open(path) as im:
+        width, height = im.size
+        small = width <= max_width and path.stat().st_size <= EMBED_AS_IS_BYTES
+        if small or path.suffix.lower() == ".gif":
+            return data_uri(path), width
+        rgb = im.convert("RGB")
+    if width > max_width:
+        height = max(1, round(height * max_width / width))
+        width = max_width
+        rgb = rgb.resize((width, height), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    rgb.save(buf, format="JPEG", quality=JPEG_QUALITY, optimize=True)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii"), width
+
+
+def screen_data_uri(path: str | Path, max_width: int = MAP_WIDTH) -> str:
+    """An image file as a ``data:`` URI sized for a screen: a file of at most ``max_width`` px and
+    :data:`EMBED_AS_IS_BYTES` (or a GIF) goes in byte for byte; a larger one is shrunk to ``max_width`` px
+    wide (antialiased, aspect kept) and JPEG-encoded, which keeps a full-size run's page a few MB."""
+    return _screen_image(path, max_width)[0]
+
+
+def _img(path: Path | None, alt: str, max_width: int = MAP_WIDTH) -> str:
+    """An embedded image; small ones (a 32 px generator's maps) keep hard pixels when the page enlarges
+    them, large ones are smoothed when it shrinks them."""
     if path is None:
         return ""
-    return f'<img src="{data_uri(path)}" alt="{_e(alt)}">'
+    uri, width = _screen_image(path, max_width)
+    cls = ' class="px"' if width <= 600 else ""
+    return f'<img{cls} src="{uri}" alt="{_e(alt)}">'
+
+
+def _walk_html(d: ReportData) -> str:
+    """The walk: the MP4 as an embedded video when small, else the GIF when small, else the files named."""
+    mp4 = d.walk_mp4 if d.walk_mp4 is not None and Path(d.walk_mp4).is_file() else None
+    gif = d.walk_gif if d.walk_gif is not None and Path(d.walk_gif).is_file() else None
+    if mp4 is not None and mp4.stat().st_size <= EMBED_VIDEO_BYTES:
+        uri = "data:video/mp4;base64," + base64.b64encode(mp4.read_bytes()).decode("ascii")
+        return f'<video src="{uri}" controls loop muted autoplay playsinline></video>'
+    if gif is not None and gif.stat().st_size <= EMBED_GIF_BYTES:
+        return _img(gif, "walk along the curve")
+    names = [d.files.get(k) for k in ("walk (MP4)", "walk (GIF)") if d.files.get(k)]
+    return f"<p>The walk is too large to embed: open {_e(' or '.join(names) or 'walks/')}.</p>"
 
 
 def _table(headers: list[str], rows: list[list[str]], left: int = 0) -> str:
@@ -119,6 +179,14 @@ def render_html(d: ReportData) -> str:
     )
     if d.space.get("kind") == "z":
         add(f'<p class="note"><strong>z space.</strong> {_e(Z_SPACE_NOTE)}</p>')
+    if d.image_resolution is not None:
+        add(f"<p>{_e(resolution_text(d.image_resolution, d.full_resolution))}")
+        if d.full_size_hint:
+            add(f" {_e(d.full_size_hint)}")
+        add("</p>")
+    if d.left_out:
+        items = "".join(f"<li>{_e(line)}</li>" for line in d.left_out)
+        add(f'<div class="note"><strong>Left out to fit the time budget:</strong><ul>{items}</ul></div>')
 
     # Settings.
     add('<h2 id="settings">Run settings</h2>')
@@ -186,7 +254,7 @@ def render_html(d: ReportData) -> str:
         if empty:
             items = "".join(f"<li>corner {_e(k)}: {_e(why)}</li>" for k, why in sorted(empty.items()))
             add(f'<p class="flag">{_e(len(empty))} corner(s) in empty regions:</p><ul>{items}</ul>')
-        add(f'<div class="scroll">{_img(d.maps[b], f"panoptic map at {b} bits")}</div>')
+        add(f'<div class="scroll">{_img(d.maps[b], f"panoptic map at {b} bits", MAP_WIDTH)}</div>')
 
     # Curve.
     add('<h2 id="curve">The curve over the data</h2>')
@@ -194,12 +262,15 @@ def render_html(d: ReportData) -> str:
     add(_img(d.curve_plot, "the data on two principal components with the curve drawn over it"))
 
     add('<h2 id="walk">Walk along the curve</h2>')
-    if d.walk_gif is not None:
+    if d.walk_gif is not None or d.walk_mp4 is not None:
+        files = [d.files.get(k) for k in ("walk (MP4)", "walk (GIF)") if d.files.get(k)]
         add(
-            f"<p>Points at evenly spaced positions from the first corner to the last (finest bitrate); "
-            f"the same walk is in {_e(d.files.get('walk (MP4)', 'walks/walk.mp4'))}.</p>"
+            "<p>Points at evenly spaced positions from the first corner to the last (finest bitrate); "
+            f"the same walk is in {_e(' and '.join(files) or 'walks/')}.</p>"
         )
-        add(_img(d.walk_gif, "walk along the curve"))
+        add(_walk_html(d))
+    else:
+        add("<p>No walk was rendered.</p>")
 
     # Segments.
     eb = d.edit_settings.get("bits")
@@ -240,9 +311,19 @@ def render_html(d: ReportData) -> str:
             continue
         anchor = segment_anchor(s["bits"], s["segment"])
         add(f'<h3 id="{anchor}">{_e(s["bits"])} bits, segment {_e(s["segment"])}</h3>')
-        add(_img(s["edit"], f"edits along segment {s['segment']}"))
+        add(_img(s["edit"], f"edits along segment {s['segment']}", EDIT_WIDTH))
     add("</body></html>\n")
     return "\n".join(parts)
+
+
+def resolution_text(image_resolution: int, full_resolution: int | None) -> str:
+    """The sentence that says at which resolution a run's pictures were rendered."""
+    if full_resolution is None or image_resolution >= full_resolution:
+        return f"Images rendered at {image_resolution} px, the generator's full resolution."
+    return (
+        f"Images rendered at {image_resolution} px, a preview of the generator's {full_resolution} px "
+        "(maps, walk and edits)."
+    )
 
 
 def _plain(v: Any) -> str:
@@ -365,6 +446,8 @@ __all__ = [
     "data_uri",
     "png_data_uri",
     "render_html",
+    "resolution_text",
+    "screen_data_uri",
     "segment_anchor",
     "usage_plot",
     "write_compare_page",

@@ -15,16 +15,44 @@ read the same way everywhere and a broken one fails with the same message everyw
 
 The model is read at once; the generator, the space and the latents when first used (loading a
 generator takes seconds, and several commands fail on their own options before they need one).
+
+Writing a run. The commands that write a whole run (``sfvq run``, ``fit``, ``demo``, ``import
+codebooks``) write it into a staging folder beside the run directory and publish it whole
+(:func:`staged_run`), so a job killed at any moment leaves either the previous run or the new one, never
+a mix. Every run gets an id (:func:`new_run_id`) stamped into ``options.json``, ``summary.json``,
+``latents.json`` and the model's metadata (``run_id``); :meth:`Run.open` refuses a folder whose stamped
+files disagree, and first finishes or undoes what a killed job left beside the run. Commands that add to
+an existing run (a saved direction, an augmentation batch) write atomically file by file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fnmatch
 import json
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 MODEL_FILE = "model.safetensors"
 OPTIONS_FILE = "options.json"
+RUN_ID_KEY = "run_id"
+# The files a run stamps with its id, besides the model (whose metadata holds it).
+STAMPED_FILES = ("options.json", "summary.json", "latents.json")
+# What the run writers write: a new run supersedes these entries of a previous run in its folder. Other
+# entries (saved directions, augmentation batches, the user's own files) are carried over.
+RUN_FILES = frozenset(
+    {
+        MODEL_FILE, OPTIONS_FILE, "summary.json", "loss.png", "curve.png", "usage.png", "report.html",
+        "latents.npy", "latents.json", "space.json", "space_pca.safetensors",
+        "checkpoint.safetensors",  # sfvq fit's: a published run has nothing left to resume
+    }
+)  # fmt: skip
+RUN_FOLDERS = {"maps": ("map_*bit.png", "strip_*bit.png", "corner_*bit_*.png"),
+               "walks": ("walk.gif", "walk.mp4"), "edits": ("*bit_seg*.png",)}  # fmt: skip
 
 
 class RunError(ValueError):
@@ -84,11 +112,14 @@ class Run:
         ``network`` overrides the generator the model records; ``space`` is the kind (``w``, ``z``) of the
         model's latents, needed only when no ``space.json`` lies beside the model (and checked against it
         when one does); ``generator`` an already loaded generator to use instead of loading ``network``.
-        Raises :class:`RunError` (``param="path"``) when there is no readable model.
+        Raises :class:`RunError` (``param="path"``) when there is no readable model, or when the folder
+        mixes files of two runs (:func:`check_one_run`). What a killed job left beside or inside the run is
+        dealt with first (:func:`recover`).
         """
         from sfvq.quantizer import SFVQ, ModelFileError
 
         model_path = Path(path)
+        recover(model_path.parent if model_path.suffix == ".safetensors" else model_path)
         if model_path.is_dir():
             if not (model_path / MODEL_FILE).is_file():
                 raise RunError(f"{model_path} is a directory without {MODEL_FILE}", "path")
@@ -97,6 +128,7 @@ class Run:
             model = SFVQ.load(model_path)
         except (FileNotFoundError, ModelFileError) as e:
             raise RunError(str(e), "path") from e
+        check_one_run(model_path.parent, model)
         return cls(
             model_path.parent,
             model,
@@ -246,4 +278,120 @@ class Run:
         return f"Run({str(self.path)!r}, bits={sorted(self.model.codebooks_)})"
 
 
-__all__ = ["MODEL_FILE", "Run", "RunError"]
+# ---------------------------------------------------------------------------------------------- writing
+def new_run_id() -> str:
+    """A fresh run id: the UTC time and 8 random hex digits, letters and digits only."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + secrets.token_hex(4)
+
+
+def run_entry(rel: str) -> str:
+    """What becomes of an entry of a previous run when a new run is published in its folder (see
+    :data:`sfvq.atomic.Superseded`): the run writers' files and temporary files are dropped, the
+    picture folders merged file by file, everything else kept."""
+    from sfvq.atomic import TMP_RE
+
+    parts = rel.split("/")
+    if TMP_RE.match(parts[-1]):
+        return "drop"
+    if len(parts) == 1:
+        if rel in RUN_FILES:
+            return "drop"
+        return "merge" if rel in RUN_FOLDERS else "keep"
+    if len(parts) == 2 and parts[0] in RUN_FOLDERS:
+        return "drop" if any(fnmatch.fnmatchcase(parts[1], p) for p in RUN_FOLDERS[parts[0]]) else "keep"
+    return "keep"
+
+
+@dataclass(frozen=True)
+class Staging:
+    """A run being written: ``path`` (the staging folder to write into), ``outdir`` (where it will be
+    published) and ``run_id`` (to stamp into its files)."""
+
+    path: Path
+    outdir: Path
+    run_id: str
+
+    def final(self, p: str | Path) -> Path:
+        """Where a path inside the staging folder will lie once published."""
+        try:
+            return self.outdir / Path(p).relative_to(self.path)
+        except ValueError:
+            return Path(p)
+
+
+@contextlib.contextmanager
+def staged_run(outdir: str | Path) -> Iterator[Staging]:
+    """Write a run into a staging folder beside ``outdir`` and publish it whole when the block succeeds
+    (:func:`sfvq.atomic.staged_dir`): a previous run there is replaced (its saved directions, batches and
+    foreign files carried over), and a failure or a kill leaves ``outdir`` as it was. Raises
+    NotADirectoryError (``outdir`` is a file), ValueError (it holds the current directory) or OSError."""
+    from sfvq.atomic import staged_dir
+
+    run_id = new_run_id()
+    with staged_dir(outdir, run_id, run_entry) as staging:
+        yield Staging(staging, Path(outdir), run_id)
+
+
+def recover(run_dir: str | Path) -> list[str]:
+    """Finish or undo a publish a killed job left beside ``run_dir``, and remove the temporary files dead
+    processes left inside it. Returns what was done (one line each)."""
+    from sfvq.atomic import clean_stale, recover_dir
+
+    done = recover_dir(run_dir, run_entry)
+    done += [f"removed {p}" for p in clean_stale(run_dir)]
+    return done
+
+
+def run_ids(run_dir: str | Path, model: Any = None) -> dict[str, str]:
+    """The run id stamped into each file of ``run_dir`` that has one (the model's from ``model`` when
+    given, else from the file): ``{file name: run id}``."""
+    run_dir = Path(run_dir)
+    ids: dict[str, str] = {}
+    if model is None and (run_dir / MODEL_FILE).is_file():
+        from sfvq.quantizer import SFVQ, ModelFileError
+
+        with contextlib.suppress(ModelFileError, OSError):
+            model = SFVQ.load(run_dir / MODEL_FILE)
+    rid = (getattr(model, "metadata_", None) or {}).get(RUN_ID_KEY)
+    if isinstance(rid, str):
+        ids[MODEL_FILE] = rid
+    for name in STAMPED_FILES:
+        p = run_dir / name
+        if not p.is_file():
+            continue
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # unreadable files are reported by whoever reads them
+        if isinstance(data, dict) and isinstance(data.get(RUN_ID_KEY), str):
+            ids[name] = data[RUN_ID_KEY]
+    return ids
+
+
+def check_one_run(run_dir: str | Path, model: Any = None) -> None:
+    """Raise :class:`RunError` when the stamped files of ``run_dir`` come from different runs (files
+    without a stamp, from older versions or other commands, are not compared)."""
+    ids = run_ids(run_dir, model)
+    if len(set(ids.values())) > 1:
+        which = ", ".join(f"{name} from run {rid}" for name, rid in sorted(ids.items()))
+        raise RunError(
+            f"{run_dir} mixes files of different runs ({which}): a job was killed while writing it, or "
+            "files were copied in; write the run again",
+            "path",
+        )
+
+
+__all__ = [
+    "MODEL_FILE",
+    "RUN_FILES",
+    "RUN_ID_KEY",
+    "Run",
+    "RunError",
+    "Staging",
+    "check_one_run",
+    "new_run_id",
+    "recover",
+    "run_entry",
+    "run_ids",
+    "staged_run",
+]

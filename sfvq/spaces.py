@@ -228,29 +228,40 @@ class LatentSpace:
         return ws.float().cpu()  # (n, num_ws, w_dim)
 
     @torch.no_grad()
-    def render_full(self, full: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
-        """Full tensors (n, num_ws, full_dim) -> images (n, C, H, W) on the CPU."""
+    def render_full(
+        self, full: torch.Tensor, batch_size: int = 32, resolution: int | None = None
+    ) -> torch.Tensor:
+        """Full tensors (n, num_ws, full_dim) -> images (n, C, H, W) on the CPU.
+
+        ``resolution``: images at that many pixels on the longer side (None: the generator's full size),
+        rendered the generator's way (:meth:`~sfvq.generators.base.Generator.synthesis_at`: a StyleGAN2
+        stops at that block, other generators render at full size and downsample).
+        """
         out = []
         for part in torch.split(torch.as_tensor(full, dtype=torch.float32), batch_size):
             part = part.to(self.G.device)
             n = part.shape[0]
             if self.kind == "w":
-                img = self.G.synthesis(part, noise_mode=self.noise_mode)
+                img = self.G.synthesis_at(part, resolution, noise_mode=self.noise_mode)
             elif self.kind == "z":
                 # The plain forward pass: mapping applies (or, where z carries it, records) truncation.
                 ws = self.G.mapping(part[:, 0], self._c(n), self.truncation_psi, self.truncation_cutoff)
-                img = self.G.synthesis(ws, noise_mode=self.noise_mode)
+                img = self.G.synthesis_at(ws, resolution, noise_mode=self.noise_mode)
             else:
                 # A curve point or an edit was produced by no single z: the generator renders it its way
                 # (clamping layers that end in a ReLU; BigGAN conditions later blocks on z's mean).
                 f = part[:, 0].reshape(n, *self.feature_shape)
-                img = self.G.render_features(self.layer, f, self._c(n), self.truncation_psi, self.noise_mode)
+                img = self.G.render_features_at(
+                    self.layer, f, self._c(n), self.truncation_psi, self.noise_mode, resolution
+                )
             out.append(img.float().cpu())
         return torch.cat(out)
 
-    def render(self, v: torch.Tensor | np.ndarray, batch_size: int = 32) -> torch.Tensor:
-        """Space vectors (n, dim) -> images (n, C, H, W)."""
-        return self.render_full(self.to_full(v), batch_size)
+    def render(
+        self, v: torch.Tensor | np.ndarray, batch_size: int = 32, resolution: int | None = None
+    ) -> torch.Tensor:
+        """Space vectors (n, dim) -> images (n, C, H, W) (at ``resolution`` px, as :meth:`render_full`)."""
+        return self.render_full(self.to_full(v), batch_size, resolution)
 
     def edit(
         self, full: torch.Tensor, direction: torch.Tensor, sigma: float, layers: tuple[int, int] | None = None
@@ -273,6 +284,7 @@ class LatentSpace:
         sigmas: Sequence[float] | Sequence[Sequence[float]] | torch.Tensor,
         layers: tuple[int, int] | None | Sequence[tuple[int, int] | None] = None,
         batch_size: int = 32,
+        resolution: int | None = None,
     ) -> torch.Tensor:
         """Seeds edited along directions and rendered: the one edit-and-render of sfvq.
 
@@ -281,7 +293,8 @@ class LatentSpace:
         (M, T) one row per direction (e.g. scaled by each direction's std); ``layers`` one range
         (start, stop), None for all layers, or M of those, one per direction. Returns images
         (S, M, T, C, H, W) on the CPU: ``[s, m, t]`` is seed s moved by ``sigmas[t]`` (or ``sigmas[m][t]``)
-        along direction m (:meth:`edit`); sigma 0 renders the unedited image.
+        along direction m (:meth:`edit`); sigma 0 renders the unedited image. ``resolution``: as in
+        :meth:`render_full`.
 
         Noise: each (direction, sigma) column of seeds is rendered from the same random state (a forked
         RNG seeded 0), so with ``noise_mode`` random a seed keeps its noise across the whole grid (only the
@@ -309,7 +322,7 @@ class LatentSpace:
                 edited = self.edit(full, vectors[m], float(steps[m, t]), ranges[m])  # (S, L, F)
                 with torch.random.fork_rng():
                     torch.manual_seed(0)  # the same noise in every column: only the edit differs
-                    columns.append(self.render_full(edited, batch_size))  # (S, C, H, W)
+                    columns.append(self.render_full(edited, batch_size, resolution))  # (S, C, H, W)
         images = torch.stack(columns, 1)  # (S, M * T, C, H, W)
         return images.reshape(full.shape[0], M, steps.shape[1], *images.shape[2:])
 

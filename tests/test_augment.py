@@ -139,3 +139,50 @@ def test_a_failed_rerun_does_not_look_complete(model, tmp_path):
     with pytest.raises(RuntimeError, match="generator failed"):
         write_augmentation(Broken(), sample_segment(model, 3, 2, 4, seed=2), tmp_path, progress=False)
     assert not (tmp_path / "labels.csv").exists()  # the earlier labels no longer vouch for the folder
+
+
+class _NoisySpace(_ToySpace):
+    """The toy rendering plus torch noise (as noise_mode="random" draws it), counting the batches."""
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.batches = 0
+        self.fail_after = fail_after
+
+    def render(self, v: torch.Tensor) -> torch.Tensor:
+        if self.fail_after is not None and self.batches >= self.fail_after:
+            raise KeyboardInterrupt  # a kill between batches
+        self.batches += 1
+        return super().render(v) + 0.3 * torch.randn(v.shape[0], 3, 4, 4)
+
+
+def _files(folder):
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def test_an_interrupted_render_resumes_and_writes_the_same_files(model, tmp_path):
+    s = sample_segment(model, 3, 2, 23, seed=4)  # 5 batches of 5
+    whole = _NoisySpace()
+    write_augmentation(whole, s, tmp_path / "whole", batch_size=5, progress=False)
+    assert whole.batches == 5
+    with pytest.raises(KeyboardInterrupt):
+        write_augmentation(_NoisySpace(fail_after=3), s, tmp_path / "cut", batch_size=5, progress=False)
+    assert not (tmp_path / "cut" / "labels.csv").exists()
+    assert len(list((tmp_path / "cut" / "images").glob("*.png"))) == 15
+    (tmp_path / "cut" / "images" / "000012.png").unlink()  # a batch with one image missing is redone
+    rest = _NoisySpace()
+    write_augmentation(rest, s, tmp_path / "cut", batch_size=5, progress=False)
+    assert rest.batches == 3  # batch 2 (image 12 missing) and batches 3, 4
+    assert _files(tmp_path / "cut") == _files(tmp_path / "whole")  # noise included: one stream a batch
+
+
+def test_images_of_another_request_are_never_reused(model, tmp_path):
+    a, b = sample_segment(model, 3, 2, 10, seed=1), sample_segment(model, 3, 2, 10, seed=2)
+    with pytest.raises(KeyboardInterrupt):
+        write_augmentation(_NoisySpace(fail_after=1), a, tmp_path / "x", batch_size=5, progress=False)
+    other = _NoisySpace()
+    write_augmentation(other, b, tmp_path / "x", batch_size=5, progress=False)
+    assert other.batches == 2
+    write_augmentation(_NoisySpace(), b, tmp_path / "y", batch_size=5, progress=False)
+    assert _files(tmp_path / "x") == _files(tmp_path / "y")

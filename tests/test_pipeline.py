@@ -1,6 +1,7 @@
 """run_pipeline in-process: settings checks, stale files, the run-directory contract and its numbers."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import torch
 
 from sfvq import SFVQ
 from sfvq.pipeline import STEPS, ConfigError, RunConfig, clear_stale, run_pipeline, validate
+from sfvq.runs import run_ids
 from sfvq.spaces import LatentSpace
 
 
@@ -32,6 +34,7 @@ def sg2(shared_dir):
         ({"space": "z", "layer": "block1"}, "--layer", "needs --space features"),
         ({"layer": "block9"}, "--layer", "unknown layer 'block9'"),
         ({"n": 7}, "--n", "too few for a 3-bit curve"),
+        ({"n": 10**9}, "--n", "GiB of memory in space features"),
         ({"edit_bits": 4}, "--edit-bits", r"\[2, 3\]"),
         ({"sigmas": ()}, "--sigmas", "at least one sigma"),
         ({"edit_seeds": ()}, "--edit-seeds", "at least one seed"),
@@ -120,6 +123,12 @@ def test_run_pipeline_writes_the_run_directory_contract(sg2, tmp_path):
         )
     options = json.loads((out / "options.json").read_text())
     assert options["command"] == "run" and options["options"]["edit_bits"] == 3
+    # one run id in every stamped file; the paths returned are the run's, not the staging folder's
+    ids = run_ids(out)
+    assert set(ids) == {"model.safetensors", "options.json", "summary.json", "latents.json"}
+    assert set(ids.values()) == {options["run_id"]} and result.model.metadata_["run_id"] == options["run_id"]
+    assert all(Path(p).is_relative_to(out) and Path(p).exists() for p in result.files.values())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     assert options["options"]["truncation_psi"] == 0.7 and options["options"]["noise_mode"] == "const"
 
 
@@ -130,6 +139,211 @@ def test_rerun_with_fewer_bits_leaves_no_stale_pictures(sg2, tmp_path):
     )
     run_pipeline(RunConfig(bits=3, **common), G=sg2)
     assert (out / "maps" / "map_3bit.png").is_file() and (out / "edits" / "3bit_seg006.png").is_file()
+    (out / "maps" / "mine.png").write_text("kept")  # not a run's file: carried into the new run
+    (out / "directions.json").write_text("{}")
     run_pipeline(RunConfig(bits=2, **common), G=sg2)
+    assert (out / "maps" / "mine.png").read_text() == "kept" and (out / "directions.json").is_file()
+    (out / "maps" / "mine.png").unlink()
     assert sorted(p.name for p in (out / "maps").iterdir()) == ["map_2bit.png", "strip_2bit.png"]
     assert sorted(p.name for p in (out / "edits").iterdir()) == [f"2bit_seg{i:03d}.png" for i in range(3)]
+
+
+# ---------------------------------------------------------------------------------------------- planning
+def test_plan_renders_everything_that_fits():
+    from sfvq.pipeline import plan_renders
+
+    kw = dict(bits=3, segment_usage=[1 / 7] * 7, n_seeds=2, sigmas=(-2.0, 0.0, 2.0), walk_frames=8)
+    plan = plan_renders(**kw, seconds_per_image=0.5, available=None)
+    # Maps 8 (2 bits already rendered) + baseline 4 + 8 + edits 7 x 4 + the sigma-0 column 2 + walk 8.
+    assert plan.full_images == plan.images == 58 and plan.seconds == 29.0
+    assert plan.map_bits == plan.baseline_bits == [2, 3] and plan.edit_segments == list(range(7))
+    assert plan.walk_frames == 8 and plan.left_out == []
+    assert plan_renders(**kw, seconds_per_image=0.5, available=29.0).left_out == []
+
+
+def test_plan_renders_cuts_deterministically_to_the_budget():
+    from sfvq.pipeline import plan_renders
+
+    usage = [0.1, 0.3, 0.05, 0.3, 0.1, 0.1, 0.05]
+    kw = dict(bits=3, segment_usage=usage, n_seeds=2, sigmas=(-2.0, 0.0, 2.0), walk_frames=8)
+    plan = plan_renders(**kw, seconds_per_image=10.0, available=205.0)  # room for 20.5 images
+    # maps: 3 bits (8) in 0.6 x 20.5; baseline: 4 > 0.25 x 12.5; edits: one grid (4 + 2) in 6.25;
+    # the walk: the 6 images left. Segment 1 and 3 tie on usage: the lower index wins.
+    assert plan.map_bits == [2, 3] and plan.baseline_bits == [] and plan.edit_segments == [1]
+    assert plan.walk_frames == 6 and plan.images == 8 + 6 + 6 and plan.seconds == 200.0
+    assert plan.left_out == [
+        "the k-means baseline of the image smoothness at 2-3 bits",
+        "edit grids of 6 of 7 segments (the least used)",
+        "2 of 8 walk frames",
+    ]
+    again = plan_renders(**kw, seconds_per_image=10.0, available=205.0)
+    assert again == plan
+    none = plan_renders(**kw, seconds_per_image=10.0, available=-5.0)  # the budget is already spent
+    assert none.map_bits == [2] and none.edit_segments == [] and none.walk_frames == 0
+    assert none.left_out == [
+        "maps at 3 bits",
+        "the k-means baseline of the image smoothness at 2-3 bits",
+        "the edit grids (all 7 segments)",
+        "the walk",
+    ]
+    big = plan_renders(**{**kw, "bits": 6, "segment_usage": [0.1] * 7}, seconds_per_image=1.0, available=80)
+    assert big.map_bits == [2, 4, 5]  # in 0.6 x 80 = 48 images, finest first: not 64, then 32 and 16
+    no_zero = plan_renders(**{**kw, "sigmas": (-1.0, 1.0)}, seconds_per_image=1.0, available=None)
+    assert no_zero.full_images == 8 + 12 + 7 * 4 + 8  # no shared sigma-0 column
+
+
+def test_plan_renders_finest_first_within_the_maps_share():
+    from sfvq.pipeline import plan_renders
+
+    kw = dict(bits=6, segment_usage=[0.1] * 15, n_seeds=1, sigmas=(1.0,), walk_frames=10)
+    plan = plan_renders(**kw, seconds_per_image=1.0, available=100.0)  # maps may take 60 images
+    assert plan.map_bits == [2, 3, 4, 5]  # 64 does not fit in 60; 32 + 16 + 8 = 56 do
+    assert "maps at 6 bits" in plan.left_out
+
+
+def test_run_with_a_small_budget_renders_the_plan(sg2, tmp_path):
+    out = tmp_path / "run"
+    config = RunConfig(
+        network="sg2",
+        outdir=out,
+        bits=3,
+        n=128,
+        edit_seeds=(0, 1),
+        sigmas=(-2.0, 0.0, 2.0),
+        walk_frames=8,
+        progress=False,
+        time_budget=22_800.0,  # 1000 s per image: 0.9 x 22.8 = 20.5 images, whatever the steps took
+    )
+    result = run_pipeline(config, G=sg2, seconds_per_image=1000.0)
+    plan = result.plan
+    most_used = max(range(7), key=lambda i: (result.segments[i]["usage"], -i))
+    assert plan.map_bits == [2, 3] and plan.baseline_bits == [] and plan.walk_frames == 6
+    assert plan.edit_segments == [most_used]
+    assert sorted(p.name for p in (out / "edits").iterdir()) == [f"3bit_seg{most_used:03d}.png"]
+    assert [s["edit"] is not None for s in result.segments] == [i == most_used for i in range(7)]
+    from PIL import Image
+
+    with Image.open(out / "walks" / "walk.gif") as im:
+        assert im.n_frames == 6
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["render"]["plan"]["walk_frames"] == 6 and summary["render"]["resolution"] == 32
+    assert [r["kmeans_image"] for r in summary["smoothness"]] == [None, None]
+    assert all(r["sfvq_image"] is not None and r["kmeans_latent"] > 0 for r in summary["smoothness"])
+    page = (out / "report.html").read_text()
+    assert "Left out to fit the time budget" in page and "2 of 8 walk frames" in page
+
+
+def test_run_at_a_preview_resolution_with_full_size_corners(sg2, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "run"
+    config = RunConfig(
+        network="sg2",
+        outdir=out,
+        bits=2,
+        n=64,
+        edit_seeds=(0,),
+        sigmas=(0.0, 1.0),
+        walk_frames=3,
+        progress=False,
+        preview_res=16,
+        full_res_corners=(0, 3),
+    )
+    result = run_pipeline(config, G=sg2)
+    assert result.plan.left_out == [] and result.plan.walk_frames == 3
+    with Image.open(out / "maps" / "strip_2bit.png") as im:
+        assert 4 * 16 <= im.width < 4 * 32  # 16 px tiles
+    for k in (0, 3):
+        with Image.open(out / "maps" / f"corner_2bit_{k:03d}.png") as im:
+            assert im.size == (32, 32)
+    full = LatentSpace.load(out, sg2).render(result.model.codebooks_[2][[0, 3]].float())  # as one batch
+    from sfvq.generators.base import to_uint8
+
+    with Image.open(out / "maps" / "corner_2bit_003.png") as im:
+        np.testing.assert_array_equal(np.asarray(im), to_uint8(full)[1])
+    with Image.open(out / "walks" / "walk.gif") as im:
+        assert im.size == (16, 16)
+    page = (out / "report.html").read_text()
+    assert "rendered at 16 px, a preview of the generator&#x27;s 32 px" in page
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["render"]["preview"] is True and summary["render"]["full_resolution"] == 32
+    # --full-res renders everything at full size.
+    run_pipeline(RunConfig(**{**config.__dict__, "full_res": True, "full_res_corners": ()}), G=sg2)
+    with Image.open(out / "walks" / "walk.gif") as im:
+        assert im.size == (32, 32)
+    assert not (out / "maps" / "corner_2bit_000.png").exists()  # stale outputs of the earlier run removed
+
+
+@pytest.mark.parametrize(
+    "changes, option, message",
+    [
+        ({"preview_res": 4}, "--preview-res", ">= 8 px"),
+        ({"time_budget": -1.0}, "--time-budget", ">= 0"),
+        ({"time_budget": float("nan")}, "--time-budget", ">= 0"),
+        ({"full_res_corners": (0, 8)}, "--full-res-corners", "corner 8 does not exist"),
+        ({"render_batch_size": 0}, "--render-batch-size", ">= 1"),
+    ],
+)
+def test_validate_render_settings(sg2, tmp_path, changes, option, message):
+    config = RunConfig(**{"network": "x", "outdir": tmp_path, "bits": 3, "n": 100, **changes})
+    with pytest.raises(ConfigError, match=message) as e:
+        validate(config, sg2)
+    assert e.value.option == option
+
+
+def test_validate_predicts_running_out_of_memory(sg2, tmp_path, monkeypatch):
+    monkeypatch.setattr("sfvq.render.available_memory", lambda device: 1000)  # bytes
+    with pytest.raises(ConfigError, match="needs about") as e:
+        validate(RunConfig(network="x", outdir=tmp_path, bits=3, n=100), sg2)
+    assert e.value.option == "--preview-res"
+    with pytest.raises(ConfigError) as e:
+        validate(RunConfig(network="x", outdir=tmp_path, bits=3, n=100, full_res=True), sg2)
+    assert e.value.option == "--full-res"
+    assert not any(tmp_path.iterdir())
+
+
+def test_device_defaults_to_cuda_where_available(monkeypatch):
+    from click.testing import CliRunner
+
+    from sfvq.cli import main
+    from sfvq.cli.options import default_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert default_device() == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert default_device() == "cpu"
+    for command in ("run", "generate", "sample", "edit"):
+        r = CliRunner().invoke(main, [command, "--help"])
+        assert "cuda if available, else cpu" in " ".join(r.output.split()), command
+
+
+def test_steps_stop_at_the_deadline_and_say_so(sg2, tmp_path, monkeypatch):
+    # A first estimate that was too low: every check against the deadline fails from the start. The edits
+    # still render the most used segment, the k-means baseline renders nothing; the plan says so.
+    from sfvq import pipeline
+
+    monkeypatch.setattr(pipeline._Job, "_fits", lambda self, images: False)
+    out = tmp_path / "run"
+    config = RunConfig(
+        network="sg2",
+        outdir=out,
+        bits=3,
+        n=128,
+        edit_seeds=(0,),
+        sigmas=(0.0, 2.0),
+        walk_frames=4,
+        progress=False,
+    )
+    result = run_pipeline(config, G=sg2)
+    most_used = max(range(7), key=lambda i: (result.segments[i]["usage"], -i))
+    assert result.plan.edit_segments == [most_used] and result.plan.baseline_bits == []
+    assert [p.name for p in (out / "edits").iterdir()] == [f"3bit_seg{most_used:03d}.png"]
+    assert result.plan.left_out == [
+        "the k-means baseline of the image smoothness at 2-3 bits",
+        "edit grids of 6 of 7 segments (the least used)",
+    ]
+    assert all(r["kmeans_image"] is None for r in result.smoothness)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["render"]["plan"]["edit_segments"] == [most_used]
+    assert summary["render"]["first_plan"]["edit_segments"] == list(range(7))  # what was planned
+    assert "6 of 7 segments" in (out / "report.html").read_text()

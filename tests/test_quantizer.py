@@ -1,6 +1,7 @@
 """The SFVQ estimator: fitting, inference equivalences, persistence and every error message."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -326,3 +327,64 @@ def test_own_adam_matches_torch_adam():
         b.grad = grad.clone()
         ref.step()
     torch.testing.assert_close(a, b.detach(), rtol=1e-6, atol=1e-7)
+
+
+# ---------------------------------------------------------------------- data larger than memory
+_PEAK_SCRIPT = r"""
+import sys
+from pathlib import Path
+
+import sfvq.plots  # noqa: F401  (the libraries the fit and the plots load belong to the baseline)
+import sfvq.quantizer  # noqa: F401
+import sfvq.shards
+import torch
+from sfvq.fitting import fit_curve, read_latents, write_fit
+
+# Files up to MAP_BYTES (1 GiB) stay mapped (resident, within input + 1 GiB); lowered here, this 400 MB
+# file is read the way a 20 GB one is, with positional reads that keep nothing resident.
+sfvq.shards.MAP_BYTES = 64 * 2**20
+
+
+def status(key):
+    return int(next(l for l in open("/proc/self/status") if l.startswith(key)).split()[1]) * 1024
+
+
+torch.set_num_threads(1)  # as in the suite: spinning OpenMP threads on busy shared cores are slow
+X = read_latents(sys.argv[1])  # memory-mapped, nothing read yet
+base = status("VmRSS:")
+open("/proc/self/clear_refs", "w").write("5")  # restart the peak (VmHWM) from here
+model = fit_curve(X, 2, epochs=1, seed=0)
+write_fit(model, X, Path(sys.argv[2]))
+print(base, status("VmHWM:"), model.n_samples_fit_)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
+def test_fit_of_a_memory_map_never_holds_the_array(tmp_path):
+    """`sfvq fit`'s path (read_latents, fit_curve, write_fit) on a 400 MB memory map read as a file
+    larger than the mapping threshold: the peak resident memory grows by well under the input's size (a
+    whole copy, as the old fit made, would add at least the input's size), and stays under the input
+    size plus 1 GiB in all. What it may add: the
+    initialisation subset (100,000 rows, 100 MB here), a few chunk buffers and the plot's sample."""
+    import subprocess
+    import sys
+
+    N, D = 400_000, 256
+    path = tmp_path / "big.npy"
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(N, D))
+    rng = np.random.default_rng(0)
+    for a in range(0, N, 25_000):
+        mm[a : a + 25_000] = rng.standard_normal((25_000, D), dtype=np.float32)
+    mm.flush()
+    del mm
+    size = path.stat().st_size
+    out = subprocess.run(
+        [sys.executable, "-c", _PEAK_SCRIPT, str(path), str(tmp_path / "fit")],
+        capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1],
+    ).stdout.split()  # fmt: skip
+    base, peak, n = (int(v) for v in out)
+    assert n == N
+    added = (peak - base) / 2**20
+    assert peak - base < 0.75 * size, f"the fit added {added:.0f} MiB for a {size / 2**20:.0f} MiB input"
+    assert peak < size + 2**30

@@ -8,9 +8,14 @@ from PIL import Image
 from sfvq.images import labelled_grid
 from sfvq.render import (
     FLAG_COLOUR,
+    GifWriter,
+    Mp4Writer,
+    RenderMemoryError,
     edit_grid,
     edit_images,
+    iter_renders,
     panoptic_map,
+    render_batch_size,
     render_vectors,
     strip,
     walk_points,
@@ -182,3 +187,110 @@ def test_render_edits_refuses_bad_requests(sg2_space, kwargs, message):
         sg2_space.render_edits(full, args["directions"], args["sigmas"], args["layers"])
     with pytest.raises(ValueError, match="full tensors"):
         sg2_space.render_edits(full[0], [_unit(0)], [0.0])
+
+
+# ---------------------------------------------------------------------------------------------- previews
+def test_render_vectors_and_edit_images_at_a_preview_resolution(sg2_space):
+    sp = sg2_space
+    V = torch.randn(3, sp.dim, generator=torch.Generator().manual_seed(1))
+    images, tiles = render_vectors(sp, V, batch_size=2, progress=False, resolution=16)
+    assert images.shape == (3, 3, 16, 16) and tiles.shape == (3, 16, 16, 3)
+    torch.testing.assert_close(images, sp.G.synthesis_at(sp.to_full(V), 16))
+    full = sp.encode_seeds([0])
+    edits = edit_images(sp, full, torch.ones(sp.dim), [-1.0, 0.0], resolution=8)
+    assert edits.shape == (2, 8, 8, 3)
+
+
+# ---------------------------------------------------------------------------------------------- memory
+class _Sized:
+    """A stand-in generator that only says how large one render is."""
+
+    name = "sized"
+    img_resolution = 64
+    device = torch.device("cpu")
+
+    def __init__(self, per_image: int) -> None:
+        self.per_image = per_image
+
+    def render_bytes(self, resolution=None):
+        return self.per_image
+
+
+def test_render_batch_size_fits_the_budget_and_refuses_what_cannot_fit(monkeypatch):
+    assert render_batch_size(_Sized(100), 32, budget=1000) == 10
+    assert render_batch_size(_Sized(100), 32, budget=1000, cap=4) == 4
+    assert render_batch_size(_Sized(100), 32, budget=150) == 1
+    with pytest.raises(RenderMemoryError, match="needs about"):
+        render_batch_size(_Sized(2000), 32, budget=1000)
+    # Without a budget: half of what is available; over 90 % of it for one image is refused up front.
+    monkeypatch.setattr("sfvq.render.available_memory", lambda device: 10_000)
+    assert render_batch_size(_Sized(1000), 32) == 5
+    with pytest.raises(RenderMemoryError, match="--preview-res"):
+        render_batch_size(_Sized(9500), 32)
+    monkeypatch.setattr("sfvq.render.available_memory", lambda device: None)
+    assert render_batch_size(_Sized(10**15), 32, cap=7) == 7  # unknown memory: the cap
+
+
+def test_available_memory_reads_the_machine():
+    from sfvq.render import available_memory
+
+    free = available_memory("cpu")
+    assert free is None or free > 0
+
+
+# ---------------------------------------------------------------------------------------------- streaming
+def test_iter_renders_renders_one_batch_at_a_time(sg2_space, monkeypatch):
+    sp = sg2_space
+    calls = []
+    real = LatentSpace.render_full
+
+    def counting(self, full, batch_size=32, resolution=None):
+        calls.append(full.shape[0])
+        return real(self, full, batch_size, resolution)
+
+    monkeypatch.setattr(LatentSpace, "render_full", counting)
+    V = torch.randn(5, sp.dim, generator=torch.Generator().manual_seed(2))
+    batches = iter_renders(sp, V, batch_size=2, progress=False, resolution=16)
+    assert calls == []  # nothing rendered before the first batch is asked for
+    first = next(batches)
+    assert first.shape == (2, 16, 16, 3) and calls == [2]
+    rest = list(batches)
+    assert [b.shape[0] for b in rest] == [2, 1] and calls == [2, 2, 1]
+    _, whole = render_vectors(sp, V, batch_size=5, progress=False, resolution=16)
+    np.testing.assert_array_equal(np.concatenate([first, *rest]), whole)
+
+
+def test_gif_writer_keeps_only_small_frames(tmp_path):
+    frames = np.stack([np.full((64, 48, 3), 4 * i, np.uint8) for i in range(40)])
+    with GifWriter(tmp_path / "w.gif", fps=20, total=40, max_size=16, max_pixels=16 * 12 * 20) as gif:
+        for start in range(0, 40, 7):
+            gif.add(frames[start : start + 7])
+            assert all(im.size == (12, 16) and im.mode == "P" for im in gif.frames)  # shrunk as they come
+        assert gif.step == 2 and len(gif.frames) == 20  # over max_pixels: every 2nd frame
+    with Image.open(tmp_path / "w.gif") as im:
+        assert im.n_frames == 20 and im.size == (12, 16) and im.info["duration"] == 100
+        im.seek(3)
+        assert abs(int(np.asarray(im.convert("RGB")).mean()) - 4 * 6) <= 2  # frame 6 of the input
+    with pytest.raises(ValueError, match="no frames"), GifWriter(tmp_path / "empty.gif"):
+        pass
+    assert not (tmp_path / "empty.gif").exists()
+
+
+def test_mp4_writer_streams_batches_and_leaves_nothing_on_error(tmp_path):
+    import imageio_ffmpeg
+
+    frames = np.stack([np.full((32, 32, 3), 20 * i, np.uint8) for i in range(9)])
+    with Mp4Writer(tmp_path / "w.mp4", fps=12, min_size=32) as mp4:
+        for start in range(0, 9, 4):
+            mp4.add(frames[start : start + 4])
+    reader = imageio_ffmpeg.read_frames(str(tmp_path / "w.mp4"))
+    assert next(reader)["size"] == (32, 32)
+    assert sum(1 for _ in reader) == 9
+    with pytest.raises(RuntimeError, match="boom"), Mp4Writer(tmp_path / "bad.mp4") as mp4:
+        mp4.add(frames[:2])
+        raise RuntimeError("boom")
+    with pytest.raises(ValueError, match="after frames of"), Mp4Writer(tmp_path / "mixed.mp4") as mp4:
+        mp4.add(frames[:2])
+        mp4.add(np.zeros((1, 16, 16, 3), np.uint8))
+    assert not (tmp_path / "bad.mp4").exists() and not (tmp_path / "mixed.mp4").exists()
+    assert not list(tmp_path.glob(".*tmp"))

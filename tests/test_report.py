@@ -165,3 +165,60 @@ def test_compare_page_embeds_each_grid_and_escapes_names(tmp_path):
     decoded = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
     assert decoded.size == (6, 4) and decoded.getpixel((0, 0)) == (10, 200, 30)
     assert not list(tmp_path.glob(".*"))  # written atomically, no temporary file left
+
+
+def test_report_states_the_resolution_and_what_was_left_out(data):
+    data.image_resolution, data.full_resolution = 256, 1024
+    data.left_out = ["edit grids of 12 of 15 segments (the least used)", "the walk"]
+    data.full_size_hint = "Full size: sfvq edit <model>"
+    text = " ".join(parse(render_html(data)).text)
+    assert "rendered at 256 px, a preview of the generator's 1024 px" in text
+    assert "Full size: sfvq edit <model>" in text
+    assert "Left out to fit the time budget" in text and "12 of 15 segments" in text
+    data.image_resolution, data.full_resolution, data.left_out = 32, 32, []
+    text = " ".join(parse(render_html(data)).text)
+    assert "rendered at 32 px, the generator's full resolution" in text and "Left out" not in text
+
+
+def test_large_images_are_shrunk_for_the_screen(data, tmp_path):
+    import base64
+    import io
+
+    from PIL import Image
+
+    from sfvq.report import MAP_WIDTH, screen_data_uri
+
+    rng = np.random.default_rng(1)
+    big = save_png(tmp_path / "big_map.png", rng.integers(0, 255, (600, 3000, 3), dtype=np.uint8))
+    uri = screen_data_uri(big)
+    assert uri.startswith("data:image/jpeg;base64,")
+    with Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))) as im:
+        assert im.size == (MAP_WIDTH, 410)
+    assert len(uri) < big.stat().st_size  # smaller than the file itself
+    small = save_png(tmp_path / "small.png", rng.integers(0, 255, (20, 30, 3), dtype=np.uint8))
+    assert screen_data_uri(small) == data_uri(small)  # small files as they are
+    data.maps = {2: big}
+    page = parse(render_html(data))
+    srcs = [img["src"] for img in page.imgs]
+    assert uri in srcs
+    map_tag = next(img for img in page.imgs if img["src"] == uri)
+    assert map_tag.get("class") != "px"  # shrunk images are smoothed, not pixelated
+
+
+def test_walk_is_an_embedded_video_when_small_and_named_when_large(data, tmp_path, monkeypatch):
+    from sfvq import report
+    from sfvq.render import write_gif, write_mp4
+
+    frames = np.stack([np.full((16, 16, 3), 10 * i, np.uint8) for i in range(6)])
+    data.walk_mp4 = write_mp4(tmp_path / "walk.mp4", frames, fps=6, min_size=16)
+    data.walk_gif = write_gif(tmp_path / "walk.gif", frames, fps=6)
+    data.files.update({"walk (MP4)": "walks/walk.mp4", "walk (GIF)": "walks/walk.gif"})
+    page = render_html(data)
+    assert '<video src="data:video/mp4;base64,' in page and "walks/walk.mp4" in page
+    parse(page)
+    monkeypatch.setattr(report, "EMBED_VIDEO_BYTES", 10)
+    page = render_html(data)
+    assert "<video" not in page and "data:image/gif;base64," in page  # the GIF instead
+    monkeypatch.setattr(report, "EMBED_GIF_BYTES", 10)
+    page = render_html(data)
+    assert "data:image/gif" not in page and "too large to embed" in page and "walks/walk.mp4" in page

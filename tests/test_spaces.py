@@ -100,3 +100,22 @@ def test_feature_edits_stay_in_the_relu_range(dcgan):
     assert edited.min() < 0  # the raw edit leaves the activation range...
     f = edited[:, 0].reshape(1, *sp.feature_shape)
     torch.testing.assert_close(sp.render_full(edited), dcgan.synthesis_from("block1", f.clamp_min(0)))
+
+
+def test_every_kind_renders_at_a_preview_resolution(sg2, dcgan):
+    import torch.nn.functional as F
+
+    w = LatentSpace(sg2, "w")
+    full = w.encode_seeds([0, 3])
+    torch.testing.assert_close(w.render_full(full, resolution=8), sg2.synthesis_at(full, 8))
+    assert w.render_full(full, resolution=8).shape == (2, 3, 8, 8)
+    z = LatentSpace(sg2, "z", truncation_psi=0.5)
+    zfull = z.encode_seeds([1])
+    ws = sg2.mapping(zfull[:, 0], None, 0.5)
+    torch.testing.assert_close(z.render_full(zfull, resolution=16), sg2.synthesis_at(ws, 16))
+    V = torch.randn(2, w.dim, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(w.render(V, 1, resolution=16), w.render_full(w.to_full(V), 2, 16))
+    f = LatentSpace(dcgan, "features")
+    f.sample(50, seed=0, progress=False, pca_max=10)
+    ffull = f.encode_seeds([0])
+    torch.testing.assert_close(f.render_full(ffull, resolution=32), F.avg_pool2d(f.render_full(ffull), 2))

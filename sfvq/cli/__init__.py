@@ -52,5 +52,10 @@ def _register() -> None:
     main.add_command(_compare.compare)
     main.add_command(_compare.evaluate)
 
+    from sfvq.cli import project as _project
+
+    main.add_command(_project.project)
+    main.add_command(_project.locate)
+
 
 _register()

@@ -8,6 +8,7 @@ import click
 
 from sfvq.cli.common import open_run, run_network, run_space
 from sfvq.cli.options import (
+    FiniteFloat,
     batch_size_option,
     device_option,
     model_option,
@@ -28,7 +29,7 @@ from sfvq.cli.options import (
 @click.option("--n", "n", type=click.IntRange(1, 1_000_000), default=500, show_default=True, help="Images.")
 @click.option(
     "--jitter",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(min=0),
     default=0.0,
     show_default=True,
     help="Off-segment Gaussian noise, in units of the data's per-dimension std (needs the latents).",
@@ -51,10 +52,19 @@ def augment(
     device: str,
     outdir: Path,
 ) -> None:
-    """Images of points sampled along one curve segment, with latents.npy and labels.csv (deterministic)."""
+    """Images of points sampled along one curve segment, with latents.npy and labels.csv (deterministic).
+
+    A rerun into the same folder skips the images an interrupted run of the same request wrote; under
+    torchrun each process renders its share of the batches (same files as one process).
+    """
+    from sfvq import dist
     from sfvq.augment import parse_segment, sample_segment, write_augmentation
     from sfvq.directions import DirectionSpecError
     from sfvq.io import write_options
+
+    if dist.init(device=device):
+        click.get_current_context().call_on_close(dist.shutdown)
+        device = dist.device_for_rank(device)
 
     run = open_run(model_path, network=network, device=device, space=space_kind)
     net = run_network(run)
@@ -70,8 +80,15 @@ def augment(
         )
     space = run_space(run, None, noise_mode)
     samples = sample_segment(run.model, bits, segment, n, seed=seed, jitter=jitter, X=X)
-    click.echo(f"sampling {n} points on segment {spec} (jitter {jitter}, seed {seed}) in space {space.name}")
-    write_augmentation(space, samples, outdir, batch_size=batch_size, meta={"model": str(model_path)})
+    main = dist.is_main()
+    if main:
+        click.echo(
+            f"sampling {n} points on segment {spec} (jitter {jitter}, seed {seed}) in space {space.name}"
+        )
+    meta = {"model": str(model_path)}
+    write_augmentation(space, samples, outdir, batch_size=batch_size, progress=main, meta=meta)
+    if not dist.is_main():
+        return
     options = {
         "model": str(model_path),
         "network": net,

@@ -3,6 +3,10 @@ latents file; each turns the library's errors into click usage errors that name 
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +136,79 @@ def read_latents_arg(path: Path, hint: str = "'--latents'") -> Any:
         return read_latents(path)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint=hint) from e
+
+
+@contextlib.contextmanager
+def publishing(outdir: Path, hint: str = "'--outdir'") -> Iterator[Any]:
+    """:func:`sfvq.runs.staged_run` for a command: yields the :class:`~sfvq.runs.Staging` to write the run
+    into; it replaces ``outdir`` whole when the block succeeds. A folder that cannot be staged is a bad
+    ``hint`` option; a write that fails (a full disk, say) a one-line error saying ``outdir`` is unchanged.
+    """
+    from sfvq.runs import staged_run
+
+    cm = staged_run(outdir)
+    try:
+        staging = cm.__enter__()
+    except (OSError, ValueError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise click.BadParameter(f"cannot write a run into {outdir}: {reason}", param_hint=hint) from e
+    try:
+        yield staging
+    except OSError as e:
+        cm.__exit__(type(e), e, e.__traceback__)
+        raise click.ClickException(f"writing the run failed ({e}); {outdir} is unchanged") from e
+    except BaseException as e:
+        cm.__exit__(type(e), e, e.__traceback__)
+        raise
+    try:
+        cm.__exit__(None, None, None)
+    except OSError as e:
+        raise click.ClickException(f"publishing the run into {outdir} failed: {e}") from e
+
+
+def carry_latents(latents: Path, outdir: Path, staging: Any) -> Path | None:
+    """When the data file a run is fitted to is one of the run files of ``outdir`` (its ``latents.npy``),
+    put it into the new run (a hard link, else a copy) with its sidecar stamped with the new run id, so
+    that publishing the run does not drop the data it was fitted to. Returns the new path, or None."""
+    import shutil
+
+    from sfvq.io import sidecar_path, write_json
+    from sfvq.runs import RUN_ID_KEY, run_entry
+
+    try:
+        rel = Path(os.path.realpath(latents)).relative_to(Path(os.path.realpath(outdir)))
+    except ValueError:
+        return None  # not inside outdir
+    if run_entry(rel.as_posix()) != "drop":
+        return None  # a file the new run keeps anyway
+    dest = staging.path / rel
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(latents, dest)
+    except OSError:
+        shutil.copy2(latents, dest)
+    side = sidecar_path(latents)
+    if side.is_file():
+        try:
+            meta = json.loads(side.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            meta = None
+        if isinstance(meta, dict):
+            write_json(sidecar_path(dest), {**meta, RUN_ID_KEY: staging.run_id})
+    return dest
+
+
+def check_steps(steps: list[float], raw: list[float], hint: str = "'--sigma'") -> None:
+    """Edit steps (``raw``: in the space's units) that a latent can take: finite in float32, the
+    precision latents are rendered at; else a bad ``hint`` option naming the step."""
+    import numpy as np
+
+    limit = float(np.finfo(np.float32).max)
+    for s, r in zip(steps, raw, strict=True):
+        if not abs(r) < limit:
+            raise click.BadParameter(
+                f"a step of {s:g} ({r:.3g} in the space's units) overflows float32 latents", param_hint=hint
+            )
 
 
 def fmt(v: float | None, spec: str = ".4g") -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from sfvq.cli.common import load_network, open_run, run_generator, run_network, run_space
+from sfvq.cli.common import check_steps, load_network, open_run, run_generator, run_network, run_space
 from sfvq.cli.options import (
     FINITE_FLOAT,
     FLOATS,
@@ -266,8 +266,16 @@ def compare(
         for d in md.directions:
             scale = d.std if units == "std" else 1.0
             use = layers if layers is not None else d.layers
-            imgs = md.space.render_edits(full, [d.vector], [s * scale for s in sigma], use, batch_size)
-            check_finite(imgs, f"{md.method} {d.name} images")  # (S, 1, T, C, H, W)
+            raw = [s * scale for s in sigma]
+            check_steps(sigma, raw)
+            imgs = md.space.render_edits(full, [d.vector], raw, use, batch_size)
+            try:
+                check_finite(imgs, f"{md.method} {d.name} images")  # (S, 1, T, C, H, W)
+            except ValueError as e:
+                raise click.BadParameter(
+                    f"{e}: a step of --sigma {max(sigma, key=abs):g} is too large for {G.name}",
+                    param_hint="'--sigma'",
+                ) from e
             tiles.append(to_uint8(imgs.reshape(-1, *imgs.shape[3:])))  # (S*T, H, W, C) seed-major
             labels += [f"{d.name} s{s} {v:+g}" for s in seeds for v in sigma]
         grid = labelled_grid(np.concatenate(tiles), labels, cols=len(seeds) * len(sigma))

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from sfvq.cli.common import fmt, open_run
-from sfvq.cli.options import LAYER_RANGE, model_option
+from sfvq.cli.options import LAYER_RANGE, OutFile, model_option
 
 
 @click.command()
@@ -23,7 +23,7 @@ from sfvq.cli.options import LAYER_RANGE, model_option
 )
 @click.option(
     "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=OutFile(),
     default=None,
     help="Also write the segment directions to OUT.safetensors + OUT.json.",
 )

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from sfvq.cli.common import fmt, open_run, run_network, run_space
+from sfvq.cli.common import check_steps, fmt, open_run, run_network, run_space
 from sfvq.cli.options import (
     FINITE_FLOAT,
     FLOATS,
@@ -99,6 +99,7 @@ def edit(
         )
     scale = d.std if units == "std" else 1.0
     raw_sigmas = [s * scale for s in sigma]
+    check_steps(sigma, raw_sigmas)
     if space.num_ws > 1:
         where = f"layers {layers_text(used)} of 0-{space.num_ws - 1}"
     else:
@@ -107,12 +108,18 @@ def edit(
         f"direction {d.name} (length {fmt(d.length)}, std {fmt(d.std)}), {where}, sigma {sigma} {units}, "
         f"truncation psi {space.truncation_psi}, noise mode {space.noise_mode}"
     )
-    outdir.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         full = space.encode_seeds(seeds)  # (N, L, F)
         rendered = space.render_edits(full, [d.vector], raw_sigmas, used, batch_size)[:, 0]  # (N, S, C, H, W)
-        check_finite(rendered, "the edited images")
+        try:
+            check_finite(rendered, "the edited images")
+        except ValueError as e:
+            raise click.BadParameter(
+                f"{e}: a step of --sigma {max(sigma, key=abs):g} is too large for {space.G.name}",
+                param_hint="'--sigma'",
+            ) from e
         edited = edit_full(space, full, d.vector, raw_sigmas, used)  # (S, N, L, F), as latents.npy stores
+    outdir.mkdir(parents=True, exist_ok=True)
     N, S = rendered.shape[:2]
     tiles = to_uint8(rendered.reshape(N * S, *rendered.shape[2:]))  # (N*S, H, W, C): rows = seeds
     save_png(outdir / "grid.png", edit_grid(tiles, seeds, sigma))

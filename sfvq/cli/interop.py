@@ -11,8 +11,15 @@ from pathlib import Path
 
 import click
 
-from sfvq.cli.common import load_network, open_run, read_latents_arg
-from sfvq.cli.options import device_option, model_option, network_option, outdir_option, space_option
+from sfvq.cli.common import carry_latents, load_network, open_run, publishing, read_latents_arg
+from sfvq.cli.options import (
+    OutFile,
+    device_option,
+    model_option,
+    network_option,
+    outdir_option,
+    space_option,
+)
 
 MODEL_FILE = "model.safetensors"
 
@@ -39,7 +46,7 @@ def import_() -> None:
     help="(N, D) .npy of the latents: fills usage, MSE and perplexity; its path is recorded.",
 )
 @device_option()
-@outdir_option()
+@outdir_option(staged=True)
 def import_codebooks_cmd(
     folder: Path, network: str | None, space_kind: str, latents: Path | None, device: str, outdir: Path
 ) -> None:
@@ -68,21 +75,25 @@ def import_codebooks_cmd(
         )
     if latents is not None:
         model.metadata_["data"] = {"name": latents.name, "path": str(latents.resolve())}
-    outdir.mkdir(parents=True, exist_ok=True)
-    model.save(outdir / MODEL_FILE)
-    if space is not None:
-        space.save(outdir)
-    write_options(
-        outdir,
-        "import codebooks",
-        {
-            "folder": str(folder),
-            "network": network,
-            "space": space_kind,
-            "latents": latents,
-            "outdir": outdir,
-        },
-    )
+    with publishing(outdir) as st:  # the model, space and options published as one run
+        if latents is not None:
+            carry_latents(latents, outdir, st)
+        model.metadata_["run_id"] = st.run_id
+        model.save(st.path / MODEL_FILE)
+        if space is not None:
+            space.save(st.path)
+        write_options(
+            st.path,
+            "import codebooks",
+            {
+                "folder": str(folder),
+                "network": network,
+                "space": space_kind,
+                "latents": latents,
+                "outdir": outdir,
+            },
+            run_id=st.run_id,
+        )
     click.echo(
         f"imported bits {sorted(model.codebooks_)} ({model.n_features_in_}-D) -> {outdir / MODEL_FILE}"
     )
@@ -108,7 +119,7 @@ def import_codebooks_cmd(
 )
 @click.option(
     "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=OutFile(),
     default=None,
     help="Or write them to OUT.safetensors + OUT.json.",
 )

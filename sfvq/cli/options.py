@@ -1,15 +1,19 @@
 """Shared pieces of the command line: click parameter types and reusable option decorators.
 
 Parameter types (seed lists ``0-15,20``, inclusive layer ranges ``4-7``, float lists, finite floats,
-devices, space names) wrap the plain parsers of :mod:`sfvq.parsing`; bad values fail as click usage
-errors that quote the offending part. The option decorators (``--network``, ``--device``, ``--outdir``,
-``--noise-mode``, ``--quiet``, ``--model``, ``--space``, truncation, ...) give every command the same
-spelling, type and help for the same option.
+devices, space names, folders and files to write) wrap the plain parsers of :mod:`sfvq.parsing`; bad
+values fail as click usage errors that quote the offending part. Output folders and files are probed for
+writing when parsed, before a command does any work. The option decorators (``--network``, ``--device``,
+``--outdir``, ``--noise-mode``, ``--quiet``, ``--model``, ``--space``, truncation, ...) give every command
+the same spelling, type and help for the same option.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -68,8 +72,9 @@ class FloatList(click.ParamType):
             self.fail(str(e), param, ctx)
 
 
-class FiniteFloat(click.ParamType):
-    """A float that must be finite (no nan/inf), e.g. ``--trunc``."""
+class FiniteFloat(click.FloatRange):
+    """A float that must be finite (no nan/inf; click's FloatRange lets nan through every bound), within
+    optional bounds as :class:`click.FloatRange` takes them, e.g. ``--trunc``, ``--jitter``, ``--lr``."""
 
     name = "float"
 
@@ -80,7 +85,96 @@ class FiniteFloat(click.ParamType):
             self.fail(f"{value!r} is not a number", param, ctx)
         if not math.isfinite(v):
             self.fail(f"{value!r} is not a finite number", param, ctx)
-        return v
+        return super().convert(v, param, ctx)
+
+
+def _reason(e: OSError) -> str:
+    return e.strerror or str(e)
+
+
+def write_problem(folder: Path) -> str | None:
+    """Why files cannot be written into ``folder`` (None when they can): it, or the nearest folder above
+    it that exists, is tried for real (missing folders made, a probe file written, both removed again),
+    since permissions say nothing of read-only mounts, /proc or a full quota."""
+    folder = Path(os.path.abspath(folder))
+    missing: list[Path] = []
+    here = folder
+    while not here.exists() and not here.is_symlink():
+        missing.append(here)
+        if here.parent == here:
+            break
+        here = here.parent
+    if here.exists() and not here.is_dir():
+        return f"{here} is a file, not a folder"
+    made: list[Path] = []
+    try:
+        for p in reversed(missing):
+            try:
+                p.mkdir()
+            except OSError as e:
+                return f"cannot create {p}: {_reason(e)}"
+            made.append(p)
+        try:
+            fd, probe = tempfile.mkstemp(prefix=f".sfvq-probe.{os.getpid()}.", suffix=".tmp", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            return f"cannot write into {folder}: {_reason(e)}"
+    finally:
+        for p in reversed(made):
+            with contextlib.suppress(OSError):
+                p.rmdir()
+    return None
+
+
+class OutDir(click.Path):
+    """A folder a command writes into: a file there is refused, and it must be writable (probed with
+    :func:`write_problem`, leaving nothing behind). The temporary files killed jobs left in it are
+    removed (:func:`sfvq.atomic.clean_stale`). ``staged``: the command publishes a whole run, written
+    beside the folder first, so its parent must be writable too and it must not hold the current
+    directory."""
+
+    def __init__(self, staged: bool = False) -> None:
+        super().__init__(file_okay=False, dir_okay=True, path_type=Path)
+        self.staged = staged
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from sfvq.atomic import clean_stale
+
+        path = Path(super().convert(value, param, ctx))
+        problem = write_problem(path)
+        if problem is None and self.staged:
+            full = Path(os.path.abspath(path))
+            with contextlib.suppress(OSError):
+                cwd = Path.cwd().resolve()
+                if full.exists() and (cwd == full.resolve() or full.resolve() in cwd.parents):
+                    problem = (
+                        f"{path} holds the current directory, which a new run cannot replace: "
+                        "run from outside it"
+                    )
+            if problem is None:
+                problem = write_problem(full.resolve().parent)
+                if problem is not None:
+                    problem += " (a run is written beside its folder, then renamed into place)"
+        if problem is not None:
+            self.fail(problem, param, ctx)
+        clean_stale(path)
+        return path
+
+
+class OutFile(click.Path):
+    """A file a command writes (``--out``): not a folder, and its folder must be writable (probed with
+    :func:`write_problem`, leaving nothing behind)."""
+
+    def __init__(self) -> None:
+        super().__init__(dir_okay=False, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        path = Path(super().convert(value, param, ctx))
+        problem = write_problem(Path(os.path.abspath(path)).parent)
+        if problem is not None:
+            self.fail(problem, param, ctx)
+        return path
 
 
 class Device(click.ParamType):
@@ -158,8 +252,29 @@ def _default(value: Any) -> dict[str, Any]:
     return {} if value is None else {"default": value, "show_default": True}
 
 
-def device_option(default: str | None = "cpu", help: str = "Torch device.") -> Decorator:
-    """``--device``: a torch device that exists here (cpu, cuda, cuda:1, mps)."""
+AUTO_DEVICE = "auto"  # device_option's default: cuda where available, else cpu (see default_device)
+
+
+def default_device() -> str:
+    """``cuda`` where torch sees a CUDA device, else ``cpu`` (torch is imported only when this is called,
+    so that loading the command line stays light)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def device_option(default: str | None = AUTO_DEVICE, help: str = "Torch device.") -> Decorator:
+    """``--device``: a torch device that exists here (cpu, cuda, cuda:1, mps). The default,
+    :data:`AUTO_DEVICE`, is :func:`default_device`, looked up when the command runs; None gives no default
+    (the command decides)."""
+    if default == AUTO_DEVICE:
+        return click.option(
+            "--device",
+            type=DEVICE,
+            help=help,
+            default=default_device,
+            show_default="cuda if available, else cpu",
+        )
     return click.option("--device", type=DEVICE, help=help, **_default(default))
 
 
@@ -175,12 +290,13 @@ def network_option(required: bool = False, help: str | None = None, default: str
 
 
 def outdir_option(
-    help: str | None = None, *, required: bool = True, default: str | Path | None = None
+    help: str | None = None, *, required: bool = True, default: str | Path | None = None, staged: bool = False
 ) -> Decorator:
-    """``--outdir DIRECTORY`` where a command writes (a file there is refused)."""
+    """``--outdir DIRECTORY`` where a command writes: a file there and a folder that cannot be written are
+    refused (:class:`OutDir`; ``staged`` for the commands that publish a whole run)."""
     return click.option(
         "--outdir",
-        type=click.Path(file_okay=False, dir_okay=True, path_type=Path),
+        type=OutDir(staged),
         required=required and default is None,
         help=help,
         **_default(default),
@@ -275,6 +391,7 @@ def truncation_options(psi_default: float | None = 1.0) -> Decorator:
 
 
 __all__ = [
+    "AUTO_DEVICE",
     "DEVICE",
     "FINITE_FLOAT",
     "FLOATS",
@@ -285,9 +402,12 @@ __all__ = [
     "FiniteFloat",
     "FloatList",
     "LayerRange",
+    "OutDir",
+    "OutFile",
     "SeedList",
     "SpaceName",
     "batch_size_option",
+    "default_device",
     "device_option",
     "model_option",
     "model_space_option",
@@ -298,4 +418,5 @@ __all__ = [
     "quiet_option",
     "space_option",
     "truncation_options",
+    "write_problem",
 ]

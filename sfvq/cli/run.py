@@ -9,6 +9,7 @@ import click
 from sfvq.cli.common import check_sampling, load_network
 from sfvq.cli.options import (
     FLOATS,
+    FiniteFloat,
     SeedList,
     device_option,
     network_option,
@@ -19,7 +20,17 @@ from sfvq.cli.options import (
     truncation_options,
 )
 from sfvq.parsing import MAX_SEED
-from sfvq.pipeline import DEFAULT_N, ConfigError, RunConfig, print_run_summary, run_pipeline
+from sfvq.pipeline import (
+    DEFAULT_N,
+    DEFAULT_PREVIEW_RES,
+    DEFAULT_RENDER_BATCH,
+    DEFAULT_TIME_BUDGET,
+    MIN_PREVIEW_RES,
+    ConfigError,
+    RunConfig,
+    print_run_summary,
+    run_pipeline,
+)
 from sfvq.schedule import DEFAULT_SCHEDULE
 
 RUN_SPACES = ("w", "z", "features")  # of sfvq.parsing.SPACE_NAMES: the spaces (sfvq.spaces.KINDS) of a curve
@@ -64,7 +75,7 @@ RUN_SPACES = ("w", "z", "features")  # of sfvq.parsing.SPACE_NAMES: the spaces (
 )
 @click.option(
     "--lr",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(min=0, min_open=True),
     default=DEFAULT_SCHEDULE["lr"],
     show_default=True,
     help="Fit: Adam learning rate.",
@@ -90,11 +101,15 @@ RUN_SPACES = ("w", "z", "features")  # of sfvq.parsing.SPACE_NAMES: the spaces (
     help="Edit strengths (columns), in stds of the data along the direction.",
 )
 @click.option(
-    "--walk-frames", type=click.IntRange(min=2), default=240, show_default=True, help="Frames of the walk."
+    "--walk-frames",
+    type=click.IntRange(min=2),
+    default=240,
+    show_default=True,
+    help="Frames of the walk (at most: the time budget may render fewer).",
 )
 @click.option(
     "--fps",
-    type=click.FloatRange(min=0, min_open=True, max=120),
+    type=FiniteFloat(min=0, min_open=True, max=120),
     default=24.0,
     show_default=True,
     help="Walk frames per second.",
@@ -102,14 +117,43 @@ RUN_SPACES = ("w", "z", "features")  # of sfvq.parsing.SPACE_NAMES: the spaces (
 @click.option(
     "--render-batch-size",
     type=click.IntRange(min=1),
-    default=64,
+    default=None,
+    help=f"Most images per generator call (default: as many as fit in half the free memory, at most "
+    f"{DEFAULT_RENDER_BATCH}).",
+)
+@click.option(
+    "--preview-res",
+    type=click.IntRange(min=MIN_PREVIEW_RES),
+    default=DEFAULT_PREVIEW_RES,
     show_default=True,
-    help="Images rendered per generator call.",
+    help="Resolution (px) of maps, walk and edits, capped at the generator's. A StyleGAN2 stops at that "
+    "block (a fraction of a full render); other generators render full size and shrink.",
+)
+@click.option(
+    "--full-res", is_flag=True, help="Render maps, walk and edits at the generator's full resolution."
+)
+@click.option(
+    "--full-res-corners",
+    type=SeedList(max_count=4096),
+    default=None,
+    metavar="CORNERS",
+    help="Corners of the final bitrate to also write at full size, e.g. 0-3,17 "
+    "(maps/corner_{bits}bit_{k}.png).",
+)
+@click.option(
+    "--time-budget",
+    type=FiniteFloat(min=0),
+    default=DEFAULT_TIME_BUDGET,
+    show_default=True,
+    help="Seconds the whole run may take (0: no limit). One render is timed first; where everything "
+    "would take longer, the walk's frames, the edited segments (least used first), the k-means baseline "
+    "and the map bitrates are cut to fit, and the run says what it left out.",
 )
 @device_option()
 @quiet_option("No progress bars (the final summary is still printed).")
 @outdir_option(
-    "Run directory: model, latents, maps/, walks/, edits/, report.html, summary.json, options.json."
+    "Run directory: model, latents, maps/, walks/, edits/, report.html, summary.json, options.json.",
+    staged=True,
 )
 def run(
     network: str,
@@ -130,7 +174,11 @@ def run(
     sigmas: list[float],
     walk_frames: int,
     fps: float,
-    render_batch_size: int,
+    render_batch_size: int | None,
+    preview_res: int,
+    full_res: bool,
+    full_res_corners: list[int] | None,
+    time_budget: float,
     device: str,
     quiet: bool,
     outdir: Path,
@@ -162,6 +210,10 @@ def run(
         render_batch_size=render_batch_size,
         device=device,
         progress=not quiet,
+        preview_res=preview_res,
+        full_res=full_res,
+        full_res_corners=tuple(full_res_corners or ()),
+        time_budget=time_budget,
     )
     G = load_network(network, device)
     check_sampling(G, truncation_psi, trunc_cutoff, class_idx)
@@ -177,6 +229,15 @@ def run(
             "are computed from untruncated z (the setting is recorded)",
             err=True,
         )
-    result = run_pipeline(config, G)
+    from sfvq.fitting import DataError
+
+    try:
+        result = run_pipeline(config, G)
+    except DataError as e:  # the sampled latents: nothing was published
+        raise click.ClickException(
+            f"cannot fit a curve to the sampled latents: {e}; {outdir} is unchanged"
+        ) from e
+    except OSError as e:  # a full disk, say: the staging folder is gone, the run folder as it was
+        raise click.ClickException(f"writing the run failed ({e}); {outdir} is unchanged") from e
     print_run_summary(result, outdir)
     click.echo(f"report: {outdir / 'report.html'}")

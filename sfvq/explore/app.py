@@ -16,6 +16,7 @@ is the HTTP side: :func:`create_app` wraps it in a Starlette app, the page and i
 ``GET  /api/augment``                        finished augmentation batches in ``<run>/augment/``
 ``POST /api/augment``                        write a batch along a segment into ``<run>/augment/<name>/``
 ``GET  /api/augment/<name>/<file>``          one file of a batch (preview.png, labels.csv, images/...)
+``/api/photos``, ``/api/photos/<id>/...``    your own images: upload, place, edit (:mod:`.photos`)
 ==========================================  ===============================================================
 
 Safety: every parameter is checked (:mod:`sfvq.explore.params`: type, bounds, a strict name pattern;
@@ -24,16 +25,21 @@ unknown or repeated parameters are refused) and a bad request gets a 4xx JSON ``
 written only inside the run directory: names never become paths unchecked, and every path is resolved
 (symlinks included) and must lie inside the resolved run directory. POSTs need a JSON content type (a
 cross-site form cannot send one without a CORS preflight, which this server never grants), and requests
-whose Host header is not the bound host are refused (DNS rebinding).
+whose Host header (or Origin, when sent) is not a name of the allow-list are refused (DNS rebinding),
+whatever address the server listens on (:func:`allowed_hosts_for`).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -60,6 +66,7 @@ from sfvq.explore.params import (
     parse_name,
     parse_seeds,
 )
+from sfvq.explore.photos import routes as photo_routes
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
@@ -105,7 +112,9 @@ async def body(request: Request, *allowed: str) -> dict[str, Any]:
             raise ApiError(413, f"request body larger than {BODY_MAX} bytes")
     try:
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except RecursionError as e:  # "[[[[...": the parser recurses once per level
+        raise ApiError(400, "the body is not valid JSON: nested too deeply") from e
+    except (UnicodeDecodeError, ValueError) as e:  # JSONDecodeError is a ValueError
         raise ApiError(400, f"the body is not valid JSON: {e}") from e
     if not isinstance(data, dict):
         raise ApiError(400, f"the body must be a JSON object, got {type(data).__name__}")
@@ -244,6 +253,7 @@ class Endpoints:
             Route("/api/augment", sync(self.augment_get), methods=["GET"]),
             Route("/api/augment", self.augment_post, methods=["POST"]),
             Route("/api/augment/{name}/{file:path}", sync(self.augment_file)),
+            *photo_routes(self.ex),
             Mount("/static", StaticFiles(directory=STATIC_DIR)),
         ]
 
@@ -270,10 +280,72 @@ async def server_error(request: Request, exc: Exception) -> Response:
 
 
 # ---------------------------------------------------------------------------------------------- app
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]", "::1")
+_HOST_NAME_RE = re.compile(r"\A(\[[0-9a-f:.]+\]|[0-9a-z_](?:[0-9a-z_.\-]{0,251}[0-9a-z_])?|[0-9a-f:.]+)\Z")
+
+
+def check_host_name(name: str) -> str:
+    """A host name or address as a Host header names it (lower case, without port), else ValueError; an
+    IPv6 address is returned in brackets, as Host headers carry it."""
+    text = str(name).lower()
+    if ":" in text and not text.startswith("["):
+        try:
+            text = f"[{ipaddress.IPv6Address(text)}]"
+        except ValueError:
+            raise ValueError(f"{name!r} is not a host name or address (no ports, no wildcards)") from None
+    if not _HOST_NAME_RE.match(text) or "*" in text:
+        raise ValueError(f"{name!r} is not a host name or address (no ports, no wildcards)")
+    return text
+
+
+def is_loopback(address: str) -> bool:
+    """Whether ``address`` (an IP address, or ``localhost``) is this machine only."""
+    text = address.strip("[]").lower()
+    if text == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(text).is_loopback
+    except ValueError:
+        return False
+
+
+def allowed_hosts_for(
+    bind_host: str, bound_address: str | None = None, extra: Iterable[str] = ()
+) -> list[str]:
+    """The names requests may address (Host, Origin) when the server listens on ``bind_host``: the
+    loopback names, the name and address listened on, for a wildcard address (0.0.0.0, ::) this machine's
+    host names and their addresses, and ``extra`` (``--allow-host``). Never a wildcard."""
+    names = list(LOOPBACK_NAMES)
+    wildcard = bind_host in ("", "0.0.0.0", "::", "[::]")
+    candidates = [] if wildcard else [bind_host]
+    if bound_address and not wildcard:
+        candidates.append(bound_address)
+    if wildcard:
+        try:
+            host = socket.gethostname()
+            candidates += [host, socket.getfqdn()]
+            candidates += [str(info[4][0]) for info in socket.getaddrinfo(host, None)]
+        except OSError:
+            pass
+    candidates += list(extra)
+    for c in candidates:
+        try:
+            name = check_host_name(c)
+        except ValueError:
+            continue
+        for form in (name, name.strip("[]")) if name.startswith("[") else (name,):
+            if form not in names:
+                names.append(form)
+    return names
+
+
 def create_app(explorer: Explorer, allowed_hosts: list[str] | None = None) -> Any:
-    """The Starlette app serving ``explorer``. ``allowed_hosts``: Host header values accepted
-    (default: loopback names only); ``["*"]`` accepts any."""
-    hosts = allowed_hosts or ["127.0.0.1", "localhost", "[::1]", "::1"]
+    """The Starlette app serving ``explorer``. ``allowed_hosts``: the names a request's Host header (and
+    Origin, when sent) may name (default: loopback names only; see :func:`allowed_hosts_for`); there is
+    no wildcard."""
+    hosts = allowed_hosts or list(LOOPBACK_NAMES)
+    if any("*" in h for h in hosts):
+        raise ValueError("allowed hosts are names; a wildcard would turn the DNS-rebinding guard off")
     return Starlette(
         routes=Endpoints(explorer).routes(),
         middleware=[Middleware(Guard, allowed_hosts=hosts)],
@@ -283,8 +355,9 @@ def create_app(explorer: Explorer, allowed_hosts: list[str] | None = None) -> An
 
 class Guard:
     """ASGI middleware: refuse requests whose Host header is not one of ``allowed_hosts`` (a 400 JSON
-    error; guards against DNS rebinding), and give every response a Content-Security-Policy that allows
-    nothing but this server, and ``nosniff``."""
+    error) or whose Origin header, when sent, does not name one of them (403); this guards against DNS
+    rebinding whatever address the server listens on. Every response gets a Content-Security-Policy that
+    allows nothing but this server, and ``nosniff``."""
 
     CSP = (
         b"default-src 'self'; img-src 'self' blob: data:; script-src 'self'; style-src 'self'; "
@@ -292,19 +365,33 @@ class Guard:
     )
 
     def __init__(self, app: Any, allowed_hosts: list[str]) -> None:
+        if any("*" in h for h in allowed_hosts):
+            raise ValueError("allowed hosts are names; a wildcard would turn the DNS-rebinding guard off")
         self.app = app
-        self.any_host = "*" in allowed_hosts
         self.hosts = {h.lower() for h in allowed_hosts}
 
-    def _host_ok(self, scope: dict) -> bool:
-        if self.any_host:
-            return True
-        host = next((v.decode("latin-1").lower() for k, v in scope.get("headers", []) if k == b"host"), "")
+    @staticmethod
+    def _header(scope: dict, key: bytes) -> str | None:
+        return next((v.decode("latin-1").lower() for k, v in scope.get("headers", []) if k == key), None)
+
+    @staticmethod
+    def _name(host: str) -> str:
         if host.startswith("["):  # "[::1]:8000" -> "[::1]"
-            name = host.split("]")[0] + "]"
-        else:  # "127.0.0.1:8000" -> "127.0.0.1"
-            name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-        return name in self.hosts
+            return host.split("]")[0] + "]"
+        return host.rsplit(":", 1)[0] if host.count(":") == 1 else host  # "127.0.0.1:8000" -> "127.0.0.1"
+
+    def _host_ok(self, scope: dict) -> bool:
+        return self._name(self._header(scope, b"host") or "") in self.hosts
+
+    def _origin_ok(self, scope: dict) -> bool:
+        origin = self._header(scope, b"origin")
+        if origin is None:
+            return True
+        try:
+            netloc = urlsplit(origin).netloc
+        except ValueError:
+            return False
+        return bool(netloc) and self._name(netloc) in self.hosts
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -320,9 +407,15 @@ class Guard:
             await send(message)
 
         if not self._host_ok(scope):
-            error = {"error": "this server answers only requests addressed to the host it listens on",
-                     "param": "Host"}  # fmt: skip
+            error = {"error": "this server answers only requests addressed to the host it listens on "
+                     "(add names with --allow-host)", "param": "Host"}  # fmt: skip
             await JSONResponse(error, status_code=400)(scope, receive, send_with_headers)
+            return
+        if not self._origin_ok(scope):
+            origin = (self._header(scope, b"origin") or "")[:80]
+            error = {"error": f"cross-origin request from {origin!r} refused: not a name of this server",
+                     "param": None}  # fmt: skip
+            await JSONResponse(error, status_code=403)(scope, receive, send_with_headers)
             return
         await self.app(scope, receive, send_with_headers)
 
@@ -367,12 +460,16 @@ __all__ = [
     "MAX_SEEDS",
     "NAME_RE",
     "SIGMA_MAX",
+    "LOOPBACK_NAMES",
     "ApiError",
     "Endpoints",
     "Explorer",
     "Guard",
+    "allowed_hosts_for",
     "bind",
+    "check_host_name",
     "create_app",
+    "is_loopback",
     "serve",
     "url_of",
 ]

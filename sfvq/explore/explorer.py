@@ -15,7 +15,6 @@ import io
 import json
 import re
 import shutil
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -24,10 +23,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sfvq.atomic import temp_dir
 from sfvq.explore.params import (
     AUGMENT_MAX,
     JITTER_MAX,
     MAX_SEEDS,
+    NAME_PATTERN,
     NAME_RE,
     SIGMA_MAX,
     ApiError,
@@ -40,7 +41,9 @@ from sfvq.io import write_options
 from sfvq.runs import Run, RunError
 
 AUGMENT_DIR = "augment"
-_AUGMENT_FILE_RE = re.compile(r"^(preview\.png|labels\.csv|latents\.json|options\.json|images/\d{6,9}\.png)$")
+_AUGMENT_FILE_RE = re.compile(
+    r"\A(preview\.png|labels\.csv|latents\.json|options\.json|images/\d{6,9}\.png)\Z"
+)
 
 
 def png_bytes(image: np.ndarray | Image.Image) -> bytes:
@@ -165,7 +168,7 @@ class Explorer:
                 "sigma_max": SIGMA_MAX,
                 "augment_max": AUGMENT_MAX,
                 "jitter_max": JITTER_MAX,
-                "name_pattern": NAME_RE.pattern,
+                "name_pattern": NAME_PATTERN,
             },
         }
 
@@ -325,7 +328,7 @@ class Explorer:
                 if not overwrite:
                     raise ApiError(409, f"an augmentation batch named {name!r} already exists", "name")
             samples = sample_segment(self.model, bits, segment, n, seed=seed, jitter=jitter, X=self.X)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=root))
+            tmp = temp_dir(root, name)  # .NAME.PID.XXXXXXXX.tmp: cleaned once this process is gone
             try:
                 with torch.no_grad():
                     write_augmentation(
@@ -335,7 +338,7 @@ class Explorer:
                 write_options(tmp, "sfvq explore: augment", options)
                 old = None
                 if dest.exists():
-                    old = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".old", dir=root))
+                    old = temp_dir(root, f"{name}-old")
                     dest.replace(old / name)
                 tmp.replace(dest)
                 if old is not None:

@@ -24,9 +24,13 @@ BODY_MAX = 4096  # bytes of a POST body
 
 # Names that become file or folder names (augmentation batches) or keys in the directions file: a letter
 # or digit, then letters, digits, '_' or '-' (no dots, no spaces, no separators), 64 characters at most.
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
-_INT_RE = re.compile(r"^[+-]?\d{1,12}$")
-_FLOAT_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d{1,3})?$")
+# Anchored with \A and \Z: "$" would also match before a final newline ("name\n" would pass).
+# NAME_PATTERN is the same rule for the page's input fields (a browser's "pattern" is anchored whole).
+_NAME_BODY = r"[A-Za-z0-9][A-Za-z0-9_\-]{0,63}"
+NAME_RE = re.compile(rf"\A{_NAME_BODY}\Z")
+NAME_PATTERN = f"^{_NAME_BODY}$"
+_INT_RE = re.compile(r"\A[+-]?\d{1,12}\Z")
+_FLOAT_RE = re.compile(r"\A[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d{1,3})?\Z")
 
 
 class ApiError(Exception):
@@ -119,6 +123,7 @@ __all__ = [
     "BODY_MAX",
     "JITTER_MAX",
     "MAX_SEEDS",
+    "NAME_PATTERN",
     "NAME_RE",
     "SEED_MAX",
     "SIGMA_MAX",

@@ -13,8 +13,12 @@ so that no caller ever asks which adapter it holds:
 * what the direction baselines read: ``style_weights`` / ``first_layer_map`` for SeFa,
   ``differentiable_layers`` / ``feature_fn`` for LatentCLR.
 
+* how an image is rendered below the full resolution (``synthesis_at``, ``render_features_at``) and
+  roughly how much memory one render takes (``render_bytes``), so that a job can preview a large generator.
+
 :class:`GeneratorBase` implements all of these with the common behaviour (NVIDIA's seeding, truncation in
-the mapping, no baseline support); an adapter inherits it and overrides only its own quirks.
+the mapping, no baseline support, previews rendered at full size and downsampled); an adapter inherits it
+and overrides only its own quirks.
 """
 
 from __future__ import annotations
@@ -24,8 +28,12 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 NOISE_MODES = ("const", "random", "none")
+# Rough peak bytes of activations per output pixel of one render, for generators that say nothing better:
+# measured on sfvq's StyleGAN2 at 1024 px (about 2.5 GiB for one image, 32 channels in the last block).
+RENDER_BYTES_PER_PIXEL = 2560
 
 
 class GeneratorError(ValueError):
@@ -143,6 +151,58 @@ class Generator(Protocol):
         activations at ``layer`` (N, F) (LatentCLR)."""
         ...
 
+    def synthesis_at(
+        self, ws: torch.Tensor, resolution: int | None = None, noise_mode: str = "const"
+    ) -> torch.Tensor:
+        """:meth:`synthesis` at ``resolution`` px (the longer side; None or >= the generator's: full size)
+        -> (N, C, h, w). An architecture that makes a lower-resolution image on the way stops there."""
+        ...
+
+    def render_features_at(
+        self,
+        layer: str,
+        features: torch.Tensor,
+        c: torch.Tensor | None = None,
+        truncation_psi: float = 1.0,
+        noise_mode: str = "const",
+        resolution: int | None = None,
+    ) -> torch.Tensor:
+        """:meth:`render_features` at ``resolution`` px, as :meth:`synthesis_at`."""
+        ...
+
+    def render_bytes(self, resolution: int | None = None) -> int:
+        """Rough peak memory (bytes) of the activations of rendering one image at ``resolution``."""
+        ...
+
+
+def preview_size(height: int, width: int, resolution: int | None) -> tuple[int, int]:
+    """The (h, w) of an image (height, width) shown at ``resolution`` px on its longer side: never larger
+    than the image, the aspect ratio kept (rounded), None keeps the image's own size."""
+    if resolution is None or resolution >= max(height, width):
+        return height, width
+    if resolution < 1:
+        raise ValueError(f"a preview resolution must be >= 1 px, got {resolution}")
+    scale = resolution / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def downsample(images: torch.Tensor, resolution: int | None) -> torch.Tensor:
+    """Images (N, C, H, W) at ``resolution`` px on the longer side (:func:`preview_size`), never upsampled.
+
+    An integer factor averages each block of factor x factor pixels (area interpolation, exact); any
+    other factor uses antialiased bilinear interpolation. Returns float32 (fp16 inputs are widened first).
+    """
+    if images.ndim != 4:
+        raise ValueError(f"expected images of shape (N, C, H, W), got {tuple(images.shape)}")
+    H, W = images.shape[2:]
+    h, w = preview_size(H, W, resolution)
+    if (h, w) == (H, W):
+        return images
+    x = images.float()
+    if H % h == 0 and W % w == 0 and H // h == W // w:
+        return F.avg_pool2d(x, H // h)  # (N, C, h, w): the mean of each factor x factor block
+    return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+
 
 def normal_z_for_seeds(seeds: Sequence[int], z_dim: int) -> np.ndarray:
     """One z per seed, as NVIDIA's tools draw it: row i = ``RandomState(seeds[i]).randn(1, z_dim)``.
@@ -231,6 +291,33 @@ class GeneratorBase:
         """ValueError unless ``noise_mode`` is one of :attr:`noise_modes`."""
         if noise_mode not in self.noise_modes:
             raise ValueError(f"noise_mode must be one of {', '.join(self.noise_modes)}, got {noise_mode!r}")
+
+    # ---- previews ---------------------------------------------------------------------------------
+    def synthesis_at(
+        self, ws: torch.Tensor, resolution: int | None = None, noise_mode: str = "const"
+    ) -> torch.Tensor:
+        """:meth:`synthesis` at ``resolution`` px: rendered at full size, then downsampled
+        (:func:`downsample`); an adapter whose architecture makes the smaller image on the way overrides
+        this to stop early."""
+        return downsample(self.synthesis(ws, noise_mode=noise_mode), resolution)
+
+    def render_features_at(
+        self,
+        layer: str,
+        features: torch.Tensor,
+        c: torch.Tensor | None = None,
+        truncation_psi: float = 1.0,
+        noise_mode: str = "const",
+        resolution: int | None = None,
+    ) -> torch.Tensor:
+        """:meth:`render_features` at ``resolution`` px: rendered at full size, then downsampled."""
+        return downsample(self.render_features(layer, features, c, truncation_psi, noise_mode), resolution)
+
+    def render_bytes(self, resolution: int | None = None) -> int:
+        """Rough peak bytes of one render at ``resolution``: :data:`RENDER_BYTES_PER_PIXEL` per pixel of
+        the full-size image, which a default preview renders before downsampling."""
+        side = int(getattr(self, "img_resolution", 256))
+        return RENDER_BYTES_PER_PIXEL * side * side
 
     # ---- direction baselines ----------------------------------------------------------------------
     @property

@@ -20,7 +20,10 @@ from typing import Any
 
 import torch
 
+from sfvq.generators import limits
 from sfvq.generators.base import GeneratorError
+from sfvq.generators.limits import brief_text
+from sfvq.generators.torch_checkpoint import check_loaded_tensors, check_torch_file
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "pytorch_model.bin"
@@ -262,9 +265,18 @@ def _resolve_dir(path_to_dir: str | Path) -> Path:
     return path
 
 
+_MAX_CONFIG_BYTES = 2**20  # a BigGAN config.json is a few hundred bytes
+
+
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """``torch.load(weights_only=True)`` inside the load budget: the archive and its pickle are checked
+    before, every tensor after (:mod:`sfvq.generators.torch_checkpoint`)."""
+    budget = limits.budget_for(path)
+    check_torch_file(path, budget)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
+    except MemoryError:
+        raise budget.out_of_memory() from None
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise GeneratorError(f"{path}: refused or unreadable pickle content ({first})") from exc
@@ -275,7 +287,9 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise GeneratorError(f"{path}: expected a state dict (name -> tensor), found {type(obj).__name__}")
     bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
-        raise GeneratorError(f"{path}: state dict entries that are not named tensors: {', '.join(bad[:8])}")
+        shown = brief_text(", ".join(bad[:8]), 200)
+        raise GeneratorError(f"{path}: state dict entries that are not named tensors: {shown}")
+    check_loaded_tensors(obj, path, budget)
     return dict(obj)
 
 
@@ -290,11 +304,17 @@ def read_biggan_dir(path_to_dir: str | Path) -> tuple[BigGANConfig, dict[str, to
     missing = [p.name for p in (config_path, weights_path) if not p.is_file()]
     if missing:
         raise GeneratorError(f"{directory} is not a BigGAN directory: missing {' and '.join(missing)}")
+    if config_path.stat().st_size > _MAX_CONFIG_BYTES:
+        raise GeneratorError(
+            f"{config_path}: {limits.format_bytes(config_path.stat().st_size)} is far too large for a BigGAN "
+            f"config (at most {limits.format_bytes(_MAX_CONFIG_BYTES)})"
+        )
     try:
         raw = json.loads(config_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise GeneratorError(f"{config_path}: not valid JSON ({exc})") from exc
     cfg = parse_config(raw, str(config_path))
-    sd = _load_state_dict(weights_path)
+    with limits.loading(directory, files=[config_path, weights_path]):  # reused inside load_generator
+        sd = _load_state_dict(weights_path)
     check_state_dict(sd, cfg, str(weights_path))
     return cfg, sd, weights_path

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from sfvq.generators import limits
 from sfvq.generators.base import Generator, GeneratorError
 
 BUILTIN_PREFIX = "builtin:"
@@ -268,12 +269,21 @@ def generator_sha256(name_or_path: str | Path) -> str | None:
     return hashlib.sha256(lines.encode()).hexdigest()  # sha256 of "name sha\n" lines, sorted by name
 
 
-def load_generator(name_or_path: str | Path, device: str | torch.device | None = None) -> Generator:
+def load_generator(
+    name_or_path: str | Path, device: str | torch.device | None = None, *, max_bytes: int | None = None
+) -> Generator:
     """Load a built-in generator by name, or a generator file / directory from disk.
 
     The path's format is the first in the table (:func:`generator_formats`) whose sniffer recognises it.
     Raises GeneratorError with a specific message for an unknown name, a URL or hub id, a missing path,
-    an unrecognised format (saying what was found) or a missing adapter or optional dependency.
+    an unrecognised format (saying what was found) or a missing adapter or optional dependency, and
+    for any file the adapter cannot load: every failure of a malformed file is one GeneratorError that
+    names the file (KeyboardInterrupt still interrupts).
+
+    A file is loaded within a memory ceiling (:mod:`sfvq.generators.limits`): ``max_bytes``, else the
+    environment variable ``SFVQ_MAX_LOAD_BYTES``, else ``max(4 x file size, 256 MiB)``. A file that would
+    need more fails with a :class:`~sfvq.generators.limits.LoadLimitError` naming the limit and how to
+    raise it; the built-in generators are not limited.
     """
     text = str(name_or_path)
     if isinstance(name_or_path, str):
@@ -294,7 +304,7 @@ def load_generator(name_or_path: str | Path, device: str | torch.device | None =
         raise GeneratorError(f"{path} is not a regular file or a directory")
     fmt = _format_of(path)
     if fmt is not None:
-        return _load_with(fmt, path, device)
+        return _load_with(fmt, path, device, max_bytes)
     if path.is_dir():
         raise GeneratorError(_not_a_generator_directory(path))
     expected = ", ".join(f.description for f in _FORMATS)
@@ -304,14 +314,38 @@ def load_generator(name_or_path: str | Path, device: str | torch.device | None =
     )
 
 
-def _load_with(fmt: GeneratorFormat, path: Path, device: str | torch.device | None) -> Generator:
-    """``fmt.load(path, device)``; a missing adapter or optional dependency becomes a GeneratorError."""
-    try:
-        return fmt.load(path, device)
-    except _AdapterMissing as e:
-        raise GeneratorError(f"{path}: found a {fmt.label}, but this sfvq has no {e.module} adapter") from e
-    except ModuleNotFoundError as e:  # an optional dependency imported by the adapter
-        raise _missing_dependency(path, fmt.label, e) from e
+def _load_with(
+    fmt: GeneratorFormat, path: Path, device: str | torch.device | None, max_bytes: int | None = None
+) -> Generator:
+    """``fmt.load(path, device)`` within the load budget, every failure one GeneratorError naming ``path``.
+
+    A missing adapter or optional dependency says so; a GeneratorError gets the path in front if its
+    message lacks it; a MemoryError names the ceiling; any other exception (a malformed file reaching
+    code that did not expect it) becomes ``GeneratorError("<path>: cannot load this <format>: ...")``.
+    KeyboardInterrupt and SystemExit are not touched.
+    """
+    files = list(fmt.files(path)) if path.is_dir() and fmt.files is not None else None
+    with limits.loading(path, max_bytes, files=files) as budget:
+        try:
+            return fmt.load(path, device)
+        except _AdapterMissing as e:
+            raise GeneratorError(
+                f"{path}: found a {fmt.label}, but this sfvq has no {e.module} adapter"
+            ) from e
+        except ModuleNotFoundError as e:  # an optional dependency imported by the adapter
+            raise _missing_dependency(path, fmt.label, e) from e
+        except GeneratorError as e:
+            text = str(e)
+            if str(path) not in text or "\n" in text:
+                e.args = (limits.brief_text(text if str(path) in text else f"{path}: {text}", 2000),)
+            raise
+        except MemoryError:
+            raise budget.out_of_memory() from None
+        except Exception as e:
+            raise GeneratorError(
+                f"{path}: cannot load this {fmt.label}: the file is malformed "
+                f"({type(e).__name__}: {limits.brief_text(str(e), 200)})"
+            ) from e
 
 
 def _missing_message(text: str) -> str:

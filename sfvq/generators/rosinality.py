@@ -31,7 +31,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from sfvq.generators import limits
 from sfvq.generators.base import GeneratorBase, GeneratorError
+from sfvq.generators.limits import brief_text
+from sfvq.generators.torch_checkpoint import check_loaded_tensors, check_torch_file
 
 __all__ = ["RosinalityConfig", "RosinalityGenerator", "infer_rosinality_config", "load_rosinality"]
 
@@ -314,6 +317,10 @@ class RosinalityGenerator(GeneratorBase):
             # No stored noise: make fixed, seeded buffers so that 'const' stays deterministic.
             gen = torch.Generator().manual_seed(0)
             start = int(self._p["input.input"].shape[-1])
+            sides = [start * 2 ** ((j + 1) // 2) for j in range(cfg.num_noise_layers)]
+            budget = limits.current_budget()
+            if budget is not None:  # sized by the layer count, not by stored bytes: charge first
+                budget.charge(sum(4 * r * r for r in sides), "the generated noise buffers")
             for j in range(cfg.num_noise_layers):
                 r = start * 2 ** ((j + 1) // 2)
                 self._p[f"noises.noise_{j}"] = torch.randn(1, 1, r, r, generator=gen).to(dev)
@@ -513,10 +520,16 @@ class RosinalityGenerator(GeneratorBase):
 
 
 def _torch_load_safely(path: Path) -> object:
-    """torch.load with weights_only=True (argparse.Namespace allowed for the ``args`` entry)."""
+    """torch.load with weights_only=True (argparse.Namespace allowed for the ``args`` entry), inside the
+    load budget: the archive and its pickle are checked before, every tensor after
+    (:mod:`sfvq.generators.torch_checkpoint`)."""
+    budget = limits.budget_for(path)
+    check_torch_file(path, budget)
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except MemoryError:
+        raise budget.out_of_memory() from None
     except Exception as exc:  # every failure becomes one clear GeneratorError
         text = str(exc)
         if "Weights only load failed" in text:
@@ -529,8 +542,10 @@ def _torch_load_safely(path: Path) -> object:
             ) from exc
         raise GeneratorError(
             f"{path}: not a readable PyTorch checkpoint (truncated, corrupt or another format): "
-            f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+            f"{type(exc).__name__}: {brief_text(text.splitlines()[0] if text else '', 200)}"
         ) from exc
+    check_loaded_tensors(ckpt, path, budget)
+    return ckpt
 
 
 def load_rosinality(
@@ -545,13 +560,18 @@ def load_rosinality(
     p = Path(path)
     if not p.is_file():
         raise GeneratorError(f"{p}: no such file")
+    with limits.loading(p):  # one budget for the checkpoint and the generator (reused by load_generator)
+        return _load(p, device, lr_mlp, name=str(path))
+
+
+def _load(p: Path, device: torch.device | str | None, lr_mlp: float, name: str) -> RosinalityGenerator:
     ckpt = _torch_load_safely(p)
     if not isinstance(ckpt, Mapping):
         raise GeneratorError(f"{p}: expected a dict checkpoint with 'g_ema', found a {type(ckpt).__name__}")
     if "g_ema" not in ckpt:
         raise GeneratorError(
             f"{p}: not a rosinality stylegan2-pytorch checkpoint: no 'g_ema' entry "
-            f"(found keys: {', '.join(map(str, list(ckpt)[:10])) or 'none'})"
+            f"(found keys: {brief_text(', '.join(map(str, list(ckpt)[:10])), 200) or 'none'})"
         )
     sd = ckpt["g_ema"]
     if not isinstance(sd, Mapping) or not all(
@@ -564,4 +584,4 @@ def load_rosinality(
     latent_avg = ckpt.get("latent_avg")
     if latent_avg is not None and not isinstance(latent_avg, torch.Tensor):
         raise GeneratorError(f"{p}: 'latent_avg' is a {type(latent_avg).__name__}, expected a tensor")
-    return RosinalityGenerator(sd, latent_avg, name=str(path), device=device, lr_mlp=lr_mlp)
+    return RosinalityGenerator(sd, latent_avg, name=name, device=device, lr_mlp=lr_mlp)

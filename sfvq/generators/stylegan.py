@@ -49,6 +49,12 @@ class StyleGANGenerator(GeneratorBase):
 
     SeFa reads the style affines (:meth:`style_weights`); LatentCLR reads the activations after a
     StyleGAN2 block or a StyleGAN3 layer, differentiably in one w (:meth:`feature_fn`).
+
+    Previews (:meth:`synthesis_at`): a StyleGAN2 stops after the block of the asked resolution and returns
+    its skip image, exact and at a fraction of the cost; a StyleGAN3 (no skip images) renders at full size
+    and downsamples. Precision: the StyleGAN2 blocks the pickle marks for fp16 run in ``fp16_dtype``; None
+    (the default) means float16 on CUDA, as the original code runs them, and float32 elsewhere; set it to
+    a dtype to override (e.g. ``torch.bfloat16`` on the CPU, ``torch.float32`` on CUDA).
     """
 
     spaces: tuple[str, ...] = ("z", "w", "w+")
@@ -70,6 +76,7 @@ class StyleGANGenerator(GeneratorBase):
         self.family = family
         self.training_set_kwargs = dict(training_set_kwargs) if training_set_kwargs else None
         self.max_batch = max(1, int(max_batch))
+        self.fp16_dtype: torch.dtype | None = None  # None: float16 on CUDA, float32 elsewhere
         dims = {}
         for attr in ("z_dim", "c_dim", "w_dim", "num_ws", "img_resolution", "img_channels"):
             val = getattr(network, attr, None)
@@ -204,17 +211,77 @@ class StyleGANGenerator(GeneratorBase):
     @torch.no_grad()
     def synthesis(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
         """ws (N, num_ws, w_dim) -> images (N, C, H, W), raw output in about [-1, 1]."""
+        return self.synthesis_at(ws, None, noise_mode)
+
+    def half_dtype(self) -> torch.dtype | None:
+        """The dtype the fp16-flagged StyleGAN2 blocks run in now (None: float32; see the class)."""
+        if self.family != "stylegan2":
+            return None
+        if self.fp16_dtype is not None:
+            return None if self.fp16_dtype == torch.float32 else self.fp16_dtype
+        return torch.float16 if self.device.type == "cuda" else None
+
+    @torch.no_grad()
+    def synthesis_at(
+        self, ws: torch.Tensor, resolution: int | None = None, noise_mode: str = "const"
+    ) -> torch.Tensor:
+        """ws (N, num_ws, w_dim) -> images (N, C, r, r) at ``resolution`` px (None: full size).
+
+        A StyleGAN2 stops after the first block at or above ``resolution`` and returns its skip image
+        (area-downsampled further when the resolution lies between two blocks); a StyleGAN3 renders at
+        full size and downsamples (:func:`~sfvq.generators.base.downsample`).
+        """
+        from sfvq.generators.base import downsample, preview_size
+
         self.check_noise_mode(noise_mode)
         ws = self._prepare_ws(ws)
+        kw: dict[str, Any] = {}
+        side = self.img_resolution
+        if self.family == "stylegan2":
+            side = self.network.synthesis.stop_resolution(resolution)
+            kw = {"max_resolution": side, "fp16_dtype": self.half_dtype()}
         out = [
-            self.network.synthesis(ws[i : i + self.max_batch], noise_mode=noise_mode).to(torch.float32)
+            downsample(
+                self.network.synthesis(ws[i : i + self.max_batch], noise_mode=noise_mode, **kw), resolution
+            )
             for i in range(0, ws.shape[0], self.max_batch)
         ]
         if not out:
-            return torch.zeros(
-                0, self.img_channels, self.img_resolution, self.img_resolution, device=self.device
-            )
-        return torch.cat(out)
+            h, w = preview_size(side, side, resolution)
+            return torch.zeros(0, self.img_channels, h, w, device=self.device)
+        return torch.cat(out).to(torch.float32)
+
+    def render_features_at(
+        self,
+        layer: str,
+        features: torch.Tensor,
+        c: Any = None,
+        truncation_psi: float = 1.0,
+        noise_mode: str = "const",
+        resolution: int | None = None,
+    ) -> torch.Tensor:
+        """The one feature layer ``"w"`` renders as :meth:`synthesis_at` (the ws are its activations)."""
+        self._check_layer(layer)
+        return self.synthesis_at(features, resolution, noise_mode)
+
+    def render_bytes(self, resolution: int | None = None) -> int:
+        """Rough peak bytes of rendering one image at ``resolution``. StyleGAN2: 80 bytes per channel and
+        pixel of the last block run (measured: about 2.5 GiB at 1024 px with 32 channels, 0.6 GiB for a
+        256 px preview with 128). StyleGAN3 renders at full size whatever the resolution: three float32
+        copies of its largest activation, a layer's input upsampled before its leaky ReLU (1.4 GiB at
+        1024 px for the -T config, 2.7 GiB for -R)."""
+        if self.family != "stylegan2":
+            cfg = getattr(self.network, "config", None)
+            if cfg is None:
+                return super().render_bytes(resolution)
+            peak = max(
+                L.out_channels * (L.in_size[0] * L.up_factor) * (L.in_size[1] * L.up_factor)
+                for L in cfg.layers
+            )  # elements of the largest upsampled activation
+            return 12 * peak
+        syn = self.network.synthesis
+        r = syn.stop_resolution(resolution)
+        return 80 * syn.channels[r] * r * r
 
     def _check_layer(self, layer: str) -> None:
         if layer not in self.layers:
@@ -360,8 +427,14 @@ def stylegan_from_state_dict(
 
     ``family`` defaults to "stylegan3" when the state dict has ``synthesis.input.*`` keys, else "stylegan2".
     """
+    if not isinstance(init_kwargs, Mapping) or not isinstance(state_dict, Mapping):
+        raise GeneratorError(
+            f"{name}: StyleGAN init kwargs and state dict must be dicts, got a {type(init_kwargs).__name__} "
+            f"and a {type(state_dict).__name__}"
+        )
     if family is None:
-        family = "stylegan3" if any(k.startswith("synthesis.input.") for k in state_dict) else "stylegan2"
+        sg3 = any(str(k).startswith("synthesis.input.") for k in state_dict)
+        family = "stylegan3" if sg3 else "stylegan2"
     net = build_stylegan_network(family, dict(init_kwargs), state_dict)
     gen = StyleGANGenerator(net, name=name, family=family, training_set_kwargs=training_set_kwargs)
     return gen.to(device) if device is not None else gen

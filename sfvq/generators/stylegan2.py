@@ -3,7 +3,10 @@
 Written from the maths in ``shared/docs/stylegan-pkl-format.md`` (sections 5 and 6); no NVIDIA code
 is imported, copied or required. Module and parameter names reproduce the official ``state_dict()``
 keys (``mapping.fc0.weight``, ``synthesis.b8.conv0.noise_const``, ...) so that weights load by name.
-Inference only, float32.
+Inference only. Float32, except that the blocks a pickle marks for fp16 (its ``num_fp16_res`` highest
+resolutions, at least 8 px) can run in a reduced-precision dtype given to :meth:`SynthesisNetwork.forward`
+(the adapter passes float16 on CUDA, as the original code does there). ``forward`` can also stop after the
+block of a lower resolution and return that block's skip image (a preview).
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sfvq.generators import limits
 from sfvq.generators.base import GeneratorError
+from sfvq.generators.limits import brief, brief_text
 
 __all__ = [
     "FullyConnectedLayer",
@@ -239,26 +244,53 @@ class SynthesisLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels))
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
-        """x (N, I, H, W), w (N, W) -> (N, O, H*up, W*up)."""
-        styles = self.affine(w)  # (N, I)
-        x = modulated_conv2d(
-            x,
-            self.weight,
-            styles,
-            demodulate=True,
-            up=self.up,
-            padding=self.padding,
-            resample_filter=self.resample_filter,
-        )  # (N, O, R, R)
+        """x (N, I, H, W), w (N, W) -> (N, O, H*up, W*up) in x's dtype (float32, or a reduced precision)."""
+        styles = self.affine(w)  # (N, I) float32
+        if x.dtype == torch.float32:
+            x = modulated_conv2d(
+                x,
+                self.weight,
+                styles,
+                demodulate=True,
+                up=self.up,
+                padding=self.padding,
+                resample_filter=self.resample_filter,
+            )  # (N, O, R, R)
+        else:
+            x = self._reduced_precision_conv(x, styles)
         if self.use_noise and noise_mode == "const":
-            x = x + self.noise_const * self.noise_strength  # (R, R) broadcast over N, O
+            x = x + (self.noise_const * self.noise_strength).to(x.dtype)  # (R, R) broadcast over N, O
         elif self.use_noise and noise_mode == "random":
             n, _, h, w_ = x.shape
-            x = x + torch.randn(n, 1, h, w_, device=x.device, dtype=x.dtype) * self.noise_strength
-        x = _activate(x + self.bias.reshape(1, -1, 1, 1), self.activation)  # (N, O, R, R)
+            noise = torch.randn(n, 1, h, w_, device=x.device, dtype=torch.float32) * self.noise_strength
+            x = x + noise.to(x.dtype)
+        x = _activate(x + self.bias.to(x.dtype).reshape(1, -1, 1, 1), self.activation)  # (N, O, R, R)
         if self.conv_clamp is not None:
             x = x.clamp(-self.conv_clamp, self.conv_clamp)
         return x
+
+    def _reduced_precision_conv(self, x: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
+        """The modulated conv of x (N, I, H, W) in its half dtype without overflow: weight and styles are
+        first scaled to a largest magnitude of 1/sqrt(I k k) and 1 (demodulation cancels both scales),
+        convolved unmodulated in x's dtype, and the output scaled by the demodulation coefficients,
+        computed in float32 -> (N, O, R, R)."""
+        n, i = styles.shape
+        o, _, kh, kw = self.weight.shape
+        peak = self.weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True)  # (O, 1, 1, 1)
+        wt = self.weight * (1 / math.sqrt(i * kh * kw) / peak)  # (O, I, kh, kw)
+        st = styles / styles.norm(float("inf"), dim=1, keepdim=True)  # (N, I), largest |s| = 1
+        mod = wt.unsqueeze(0) * st.reshape(n, 1, i, 1, 1)  # (N, O, I, kh, kw) float32
+        dcoefs = (mod.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # (N, O)
+        y = modulated_conv2d(
+            x,
+            wt.to(x.dtype),
+            st.to(x.dtype),
+            demodulate=False,
+            up=self.up,
+            padding=self.padding,
+            resample_filter=self.resample_filter,
+        )  # (N, O, R, R) in x's dtype
+        return y * dcoefs.to(x.dtype).reshape(n, o, 1, 1)
 
 
 class ToRGBLayer(nn.Module):
@@ -275,10 +307,10 @@ class ToRGBLayer(nn.Module):
         self.weight_gain = 1.0 / math.sqrt(in_channels)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """x (N, I, H, W), w (N, W) -> (N, C, H, W)."""
+        """x (N, I, H, W), w (N, W) -> (N, C, H, W) in x's dtype."""
         styles = self.affine(w) * self.weight_gain  # (N, I)
-        x = modulated_conv2d(x, self.weight, styles, demodulate=False)  # (N, C, H, W)
-        x = x + self.bias.reshape(1, -1, 1, 1)
+        x = modulated_conv2d(x, self.weight.to(x.dtype), styles.to(x.dtype), demodulate=False)  # (N, C, H, W)
+        x = x + self.bias.to(x.dtype).reshape(1, -1, 1, 1)
         if self.conv_clamp is not None:
             x = x.clamp(-self.conv_clamp, self.conv_clamp)
         return x
@@ -298,10 +330,12 @@ class SynthesisBlock(nn.Module):
         conv_clamp: float | None = None,
         use_noise: bool = True,
         activation: str = "lrelu",
+        use_fp16: bool = False,
     ) -> None:
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         self.resolution, self.is_last = resolution, is_last
+        self.use_fp16 = use_fp16  # the pickle's flag: may run in reduced precision (see SynthesisNetwork)
         self.register_buffer("resample_filter", torch.zeros(4, 4))
         layer_kw: dict[str, Any] = dict(use_noise=use_noise, activation=activation, conv_clamp=conv_clamp)
         if in_channels == 0:
@@ -314,16 +348,25 @@ class SynthesisBlock(nn.Module):
         self.num_torgb = 1
 
     def forward(
-        self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor, noise_mode: str = "const"
+        self,
+        x: torch.Tensor | None,
+        img: torch.Tensor | None,
+        ws: torch.Tensor,
+        noise_mode: str = "const",
+        dtype: torch.dtype = torch.float32,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (N, I, R/2, R/2) | None, img (N, C, R/2, R/2) | None, ws (N, num_conv+1, W) -> x, img at R."""
+        """x (N, I, R/2, R/2) | None, img (N, C, R/2, R/2) | None, ws (N, num_conv+1, W) -> x, img at R.
+
+        The convolutions run in ``dtype`` (x comes back in it); the skip image stays float32.
+        """
         if self.in_channels == 0:
-            x = self.const.unsqueeze(0).repeat(ws.shape[0], 1, 1, 1)  # (N, O, 4, 4)
+            x = self.const.to(dtype).unsqueeze(0).repeat(ws.shape[0], 1, 1, 1)  # (N, O, 4, 4)
             x = self.conv1(x, ws[:, 0], noise_mode)
         else:
-            x = self.conv0(x, ws[:, 0], noise_mode)  # (N, O, R, R)
+            assert x is not None
+            x = self.conv0(x.to(dtype), ws[:, 0], noise_mode)  # (N, O, R, R)
             x = self.conv1(x, ws[:, 1], noise_mode)
-        y = self.torgb(x, ws[:, self.num_conv])  # (N, C, R, R)
+        y = self.torgb(x, ws[:, self.num_conv]).to(torch.float32)  # (N, C, R, R)
         img = y if img is None else upsample2d(img, self.resample_filter) + y
         return x, img
 
@@ -341,6 +384,7 @@ class SynthesisNetwork(nn.Module):
         conv_clamp: float | None = None,
         use_noise: bool = True,
         activation: str = "lrelu",
+        num_fp16_res: int = 0,
     ) -> None:
         super().__init__()
         log2 = int(round(math.log2(img_resolution))) if img_resolution > 0 else 0
@@ -348,7 +392,10 @@ class SynthesisNetwork(nn.Module):
             raise GeneratorError(f"img_resolution must be a power of two >= 4, got {img_resolution}")
         self.w_dim, self.img_resolution, self.img_channels = w_dim, img_resolution, img_channels
         self.block_resolutions = [2**i for i in range(2, log2 + 1)]
-        channels = {r: min(channel_base // r, channel_max) for r in self.block_resolutions}
+        self.channels = {r: min(channel_base // r, channel_max) for r in self.block_resolutions}
+        channels = self.channels
+        # The original marks its num_fp16_res highest resolutions for fp16, never below 8 px.
+        self.fp16_resolution = max(2 ** (log2 + 1 - num_fp16_res), 8)
         self.num_ws = 0
         for r in self.block_resolutions:
             block = SynthesisBlock(
@@ -361,6 +408,7 @@ class SynthesisNetwork(nn.Module):
                 conv_clamp=conv_clamp,
                 use_noise=use_noise,
                 activation=activation,
+                use_fp16=r >= self.fp16_resolution,
             )
             setattr(self, f"b{r}", block)
             self.num_ws += block.num_conv
@@ -370,19 +418,43 @@ class SynthesisNetwork(nn.Module):
         """The blocks in execution order."""
         return [getattr(self, f"b{r}") for r in self.block_resolutions]
 
-    def forward(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
-        """ws (N, num_ws, W) -> img (N, C, R, R), float32, not clamped."""
+    def stop_resolution(self, resolution: int | None) -> int:
+        """The block :meth:`forward` stops after for a preview at ``resolution`` px: the first block at or
+        above it (the last block for None or anything larger)."""
+        if resolution is None:
+            return self.img_resolution
+        if resolution < 1:
+            raise ValueError(f"a preview resolution must be >= 1 px, got {resolution}")
+        return next((r for r in self.block_resolutions if r >= resolution), self.img_resolution)
+
+    def forward(
+        self,
+        ws: torch.Tensor,
+        noise_mode: str = "const",
+        max_resolution: int | None = None,
+        fp16_dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:
+        """ws (N, num_ws, W) -> img (N, C, R, R), float32, not clamped.
+
+        ``max_resolution``: stop after the block :meth:`stop_resolution` picks and return its skip image,
+        exactly the intermediate image of the full pass (R = that block's resolution). ``fp16_dtype``: the
+        dtype of the blocks flagged ``use_fp16`` (None: float32 everywhere).
+        """
         if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
             raise ValueError(f"ws must have shape (N, {self.num_ws}, {self.w_dim}), got {tuple(ws.shape)}")
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        stop = self.stop_resolution(max_resolution)
         ws = ws.to(torch.float32)
         x = img = None
         w_idx = 0
         for block in self.blocks():
             block_ws = ws[:, w_idx : w_idx + block.num_conv + block.num_torgb]  # (N, k, W)
-            x, img = block(x, img, block_ws, noise_mode)
+            dtype = fp16_dtype if block.use_fp16 and fp16_dtype is not None else torch.float32
+            x, img = block(x, img, block_ws, noise_mode, dtype)
             w_idx += block.num_conv
+            if block.resolution == stop:
+                break
         assert img is not None
         return img
 
@@ -424,6 +496,8 @@ class StyleGAN2Generator(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 _TOP_KEYS = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")
+_MAX_INT = 2**31 - 1  # largest dimension or channel count an init kwarg may give
+_MAX_FLOAT = 3.0e38  # a float kwarg is used as a float32 scalar (gains, clamps)
 _MAPPING_KEYS = {
     "num_layers",
     "embed_features",
@@ -432,9 +506,8 @@ _MAPPING_KEYS = {
     "lr_multiplier",
     "w_avg_beta",
 }
-# Synthesis kwargs that change nothing for float32 inference.
+# Synthesis kwargs that change nothing for inference (memory layouts, the per-block flag num_fp16_res sets).
 _SYNTHESIS_IGNORED = {
-    "num_fp16_res",
     "fp16_channels_last",
     "channels_last",
     "fused_modconv_default",
@@ -446,15 +519,23 @@ def _as_int(kwargs: Mapping[str, Any], key: str) -> int:
     if key not in kwargs:
         raise GeneratorError(f"StyleGAN2 init kwargs lack '{key}'")
     val = kwargs[key]
-    if isinstance(val, bool) or not isinstance(val, int | float) or int(val) != val or val < 0:
-        raise GeneratorError(f"StyleGAN2 init kwarg '{key}' must be a non-negative int, got {val!r}")
+    if (
+        isinstance(val, bool)
+        or not isinstance(val, int | float)
+        or not math.isfinite(val)
+        or int(val) != val
+        or not 0 <= val <= _MAX_INT
+    ):
+        raise GeneratorError(
+            f"StyleGAN2 init kwarg '{key}' must be an int in 0..{_MAX_INT}, got {brief(val)}"
+        )
     return int(val)
 
 
 def _synthesis_settings(init_kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """Resolve synthesis kwargs, nested (stylegan2-ada-pytorch) or flattened (stylegan3 repo)."""
     if "synthesis_kwargs" in init_kwargs:
-        raw = dict(init_kwargs.get("synthesis_kwargs") or {})
+        raw = _dict_kwarg(init_kwargs, "synthesis_kwargs")
         default_clamp = None  # stylegan2-ada-pytorch default
     else:
         raw = {k: v for k, v in init_kwargs.items() if k not in (*_TOP_KEYS, "mapping_kwargs")}
@@ -466,49 +547,123 @@ def _synthesis_settings(init_kwargs: Mapping[str, Any]) -> dict[str, Any]:
     }
     arch = raw.pop("architecture", "skip")
     if arch != "skip":
-        raise GeneratorError(f"unsupported StyleGAN2 synthesis architecture {arch!r} (only 'skip')")
+        raise GeneratorError(f"unsupported StyleGAN2 synthesis architecture {brief(arch)} (only 'skip')")
     rf = raw.pop("resample_filter", [1, 3, 3, 1])
-    if list(rf) != [1, 3, 3, 1]:
-        raise GeneratorError(f"unsupported StyleGAN2 resample_filter {rf!r} (only [1, 3, 3, 1])")
+    if not isinstance(rf, list | tuple) or list(rf) != [1, 3, 3, 1]:
+        raise GeneratorError(f"unsupported StyleGAN2 resample_filter {brief(rf)} (only [1, 3, 3, 1])")
     if raw.pop("kernel_size", 3) != 3:
         raise GeneratorError("unsupported StyleGAN2 kernel_size (only 3)")
+    fp16 = raw.pop("num_fp16_res", 0)  # 0 when absent: float32 everywhere, the reference results
+    if isinstance(fp16, bool) or not isinstance(fp16, int) or fp16 < 0:
+        raise GeneratorError(f"StyleGAN2 num_fp16_res must be a non-negative int, got {brief(fp16)}")
+    out["num_fp16_res"] = fp16
     if "use_noise" in raw:
         out["use_noise"] = bool(raw.pop("use_noise"))
     if "activation" in raw:
         out["activation"] = raw.pop("activation")
-    unknown = sorted(k for k in raw if k not in _SYNTHESIS_IGNORED)
+    unknown = sorted(str(k) for k in raw if k not in _SYNTHESIS_IGNORED)
     if unknown:
-        raise GeneratorError(f"unsupported StyleGAN2 synthesis option(s): {', '.join(unknown)}")
+        raise GeneratorError(f"unsupported StyleGAN2 synthesis option(s): {brief_text(', '.join(unknown))}")
     for key in ("channel_base", "channel_max"):
-        if not isinstance(out[key], int) or out[key] <= 0:
-            raise GeneratorError(f"StyleGAN2 {key} must be a positive int, got {out[key]!r}")
+        if isinstance(out[key], bool) or not isinstance(out[key], int) or not 0 < out[key] <= _MAX_INT:
+            raise GeneratorError(f"StyleGAN2 {key} must be a positive int, got {brief(out[key])}")
     return out
 
 
 def _mapping_settings(init_kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    raw = dict(init_kwargs.get("mapping_kwargs") or {})
-    unknown = sorted(k for k in raw if k not in _MAPPING_KEYS)
+    raw = _dict_kwarg(init_kwargs, "mapping_kwargs")
+    unknown = sorted(str(k) for k in raw if k not in _MAPPING_KEYS)
     if unknown:
-        raise GeneratorError(f"unsupported StyleGAN2 mapping option(s): {', '.join(unknown)}")
+        raise GeneratorError(f"unsupported StyleGAN2 mapping option(s): {brief_text(', '.join(unknown))}")
     raw.pop("w_avg_beta", None)  # training only
     return raw
+
+
+def _dict_kwarg(init_kwargs: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """A nested kwargs dict (``mapping_kwargs``, ``synthesis_kwargs``); None or absent: empty."""
+    value = init_kwargs.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise GeneratorError(f"StyleGAN2 {key} must be a dict, got {brief(value)}")
+    return dict(value)
+
+
+def _check_settings(
+    dims: dict[str, int], mapping: dict[str, Any], synthesis: dict[str, Any], n_tensors: int
+) -> None:
+    """Types and ranges of the resolved settings, and layer counts no larger than the state dict can
+    fill, so that a malformed file fails here rather than deep inside a constructor or a forward pass."""
+    res = dims["img_resolution"]
+    if res >= 4 and min(synthesis["channel_base"] // res, synthesis["channel_max"]) < 1:
+        raise GeneratorError(
+            f"StyleGAN2 channel_base {synthesis['channel_base']} leaves no channels at the {res} px block "
+            "(channel_base // resolution must be at least 1)"
+        )
+    num_layers = mapping.get("num_layers", 8)
+    most = max(64, n_tensors)  # a layer holds tensors: more layers than tensors cannot fit the file
+    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or not 1 <= num_layers <= most:
+        raise GeneratorError(
+            f"StyleGAN2 mapping num_layers must be an int in 1..{most} (the file holds {n_tensors} "
+            f"tensors), got {brief(num_layers)}"
+        )
+    for key in ("embed_features", "layer_features"):
+        val = mapping.get(key)
+        bad = isinstance(val, bool) or not isinstance(val, int) or not 0 <= val <= _MAX_INT
+        if val is not None and bad:
+            raise GeneratorError(f"StyleGAN2 mapping {key} must be None or an int >= 0, got {brief(val)}")
+    lr = mapping.get("lr_multiplier", 0.01)
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or not abs(lr) <= _MAX_FLOAT:
+        raise GeneratorError(
+            f"StyleGAN2 mapping lr_multiplier must be a finite number of float32 range, got {brief(lr)}"
+        )
+    for where, settings in (("mapping", mapping), ("synthesis", synthesis)):
+        act = settings.get("activation", "lrelu")
+        if not isinstance(act, str) or act not in _ACT_GAIN:
+            raise GeneratorError(
+                f"unsupported StyleGAN2 {where} activation {brief(act)} (supported: {', '.join(_ACT_GAIN)})"
+            )
+    clamp = synthesis.get("conv_clamp")
+    if clamp is not None and (
+        isinstance(clamp, bool)
+        or not isinstance(clamp, int | float)
+        or not 0 < clamp <= _MAX_FLOAT
+    ):
+        raise GeneratorError(
+            f"StyleGAN2 conv_clamp must be None or a positive number of float32 range, got {brief(clamp)}"
+        )
+    fp16 = synthesis.get("num_fp16_res", 0)
+    if isinstance(fp16, int) and fp16 > 64:
+        raise GeneratorError(f"StyleGAN2 num_fp16_res must be at most 64, got {brief(fp16)}")
+
+
+def _state_dict_problems(expected: Mapping[str, tuple[int, ...]], state_dict: Mapping[str, Any]) -> list[str]:
+    """Missing, unexpected and misshapen keys of ``state_dict`` against the expected shapes."""
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [brief_text(str(k), 80) for k in state_dict if k not in expected]
+    not_tensors = [k for k in expected if k in state_dict and not isinstance(state_dict[k], torch.Tensor)]
+    misshapen = [
+        f"{k} (expected {list(expected[k])}, got {list(state_dict[k].shape)})"
+        for k in expected
+        if k in state_dict and k not in not_tensors and tuple(state_dict[k].shape) != tuple(expected[k])
+    ]
+    problems = []
+    for label, keys in (
+        ("missing", missing),
+        ("unexpected", unexpected),
+        ("non-tensor", not_tensors),
+        ("misshapen", misshapen),
+    ):
+        if keys:
+            shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+            problems.append(f"{label} key(s): {shown}")
+    return problems
 
 
 def load_official_state_dict(module: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
     """Copy an official-named state dict into ``module``; missing/unexpected/misshapen keys raise."""
     expected = module.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    misshapen = [
-        f"{k} (expected {list(expected[k].shape)}, got {list(state_dict[k].shape)})"
-        for k in expected
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)
-    ]
-    problems = []
-    for label, keys in (("missing", missing), ("unexpected", unexpected), ("misshapen", misshapen)):
-        if keys:
-            shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
-            problems.append(f"{label} key(s): {shown}")
+    problems = _state_dict_problems({k: tuple(v.shape) for k, v in expected.items()}, state_dict)
     if problems:
         raise GeneratorError(f"state dict does not fit the {type(module).__name__}: " + "; ".join(problems))
     with torch.no_grad():
@@ -521,6 +676,30 @@ def load_official_state_dict(module: nn.Module, state_dict: Mapping[str, torch.T
             t.copy_(src.to(torch.float32))
 
 
+def check_network_fits(family: str, probe: nn.Module, state_dict: Mapping[str, Any]) -> int:
+    """Compare the network the init kwargs describe (``probe``, built on the meta device) with the file's
+    tensors, then charge its float32 weights to the active load budget; returns its size in bytes.
+
+    Raises GeneratorError naming the missing, unexpected and misshapen tensors and both parameter
+    counts, before any memory is allocated for the network.
+    """
+    expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    n_expected = sum(math.prod(shape) for shape in expected.values())
+    problems = _state_dict_problems(expected, state_dict)
+    if problems:
+        n_file = sum(t.numel() for t in state_dict.values() if isinstance(t, torch.Tensor))
+        raise GeneratorError(
+            f"the {family} init kwargs describe a network of {n_expected:,} weights in {len(expected)} "
+            f"tensors ({limits.format_bytes(4 * n_expected)} as float32), the file holds {n_file:,} in "
+            f"{len(state_dict)}; " + "; ".join(problems)
+        )
+    nbytes = 4 * n_expected
+    budget = limits.current_budget()
+    if budget is not None:
+        budget.charge(nbytes, f"the {family} network (float32)")
+    return nbytes
+
+
 def build_stylegan2(init_kwargs: dict, state_dict: Mapping[str, torch.Tensor]) -> StyleGAN2Generator:
     """Build the StyleGAN2 generator described by ``G_ema.init_kwargs`` and load its weights.
 
@@ -530,9 +709,17 @@ def build_stylegan2(init_kwargs: dict, state_dict: Mapping[str, torch.Tensor]) -
     """
     if not isinstance(init_kwargs, Mapping):
         raise GeneratorError(f"StyleGAN2 init kwargs must be a dict, got {type(init_kwargs).__name__}")
+    if not isinstance(state_dict, Mapping):
+        raise GeneratorError(f"StyleGAN2 state dict must be a mapping, got {type(state_dict).__name__}")
     dims = {k: _as_int(init_kwargs, k) for k in _TOP_KEYS}
     mapping_kwargs = _mapping_settings(init_kwargs)
     synthesis_kwargs = _synthesis_settings(init_kwargs)
+    _check_settings(dims, mapping_kwargs, synthesis_kwargs, len(state_dict))
+    # The network the kwargs describe, on the meta device: its shapes, no memory. It must match the
+    # file's tensors before anything is allocated (w_dim=2**17 would otherwise build 64 GiB of zeros).
+    with torch.device("meta"):
+        probe = StyleGAN2Generator(**dims, mapping_kwargs=mapping_kwargs, synthesis_kwargs=synthesis_kwargs)
+    check_network_fits("StyleGAN2", probe, state_dict)
     net = StyleGAN2Generator(**dims, mapping_kwargs=mapping_kwargs, synthesis_kwargs=synthesis_kwargs)
     load_official_state_dict(net, state_dict)
     net.eval().requires_grad_(False)

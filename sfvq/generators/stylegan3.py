@@ -24,7 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sfvq.generators import limits
 from sfvq.generators.base import GeneratorError
+from sfvq.generators.limits import brief, brief_text
 
 __all__ = [
     "NOISE_MODES",
@@ -35,6 +37,7 @@ __all__ = [
     "StyleGAN3Mapping",
     "StyleGAN3Synthesis",
     "build_stylegan3",
+    "expected_state_shapes",
     "resolve_stylegan3_config",
 ]
 
@@ -137,20 +140,34 @@ class StyleGAN3Config:
         return tuple(spec.name for spec in self.layers)
 
 
+_MAX_INT = 2**31 - 1  # largest dimension, channel count or size an init kwarg may give
+_MAX_FLOAT = 3.0e38  # a float kwarg is used as a float32 scalar (gains, clamps, scales)
+
+
 def _as_int(name: str, value: Any, minimum: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise GeneratorError(f"StyleGAN3 kwarg {name!r} must be an integer, got {value!r}")
-    if float(value) != int(value) or int(value) < minimum:
-        raise GeneratorError(f"StyleGAN3 kwarg {name!r} must be an integer >= {minimum}, got {value!r}")
+        raise GeneratorError(f"StyleGAN3 kwarg {name!r} must be an integer, got {brief(value)}")
+    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+        raise GeneratorError(f"StyleGAN3 kwarg {name!r} must be an integer, got {brief(value)}")
+    if int(value) != value or not minimum <= int(value) <= _MAX_INT:
+        raise GeneratorError(
+            f"StyleGAN3 kwarg {name!r} must be an integer in {minimum}..{_MAX_INT}, got {brief(value)}"
+        )
     return int(value)
 
 
 def _as_float(name: str, value: Any, positive: bool = True) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise GeneratorError(f"StyleGAN3 kwarg {name!r} must be a number, got {value!r}")
-    out = float(value)
-    if not math.isfinite(out) or (positive and out <= 0):
-        raise GeneratorError(f"StyleGAN3 kwarg {name!r} must be a finite positive number, got {value!r}")
+        raise GeneratorError(f"StyleGAN3 kwarg {name!r} must be a number, got {brief(value)}")
+    try:
+        out = float(value)
+    except OverflowError:
+        out = math.inf
+    if not math.isfinite(out) or abs(out) > _MAX_FLOAT or (positive and out <= 0):
+        sign = "positive " if positive else ""
+        raise GeneratorError(
+            f"StyleGAN3 kwarg {name!r} must be a finite {sign}number of float32 range, got {brief(value)}"
+        )
     return out
 
 
@@ -163,11 +180,15 @@ def _integral_ratio(name: str, num: float, den: float) -> int:
     return int(round(ratio))
 
 
-def resolve_stylegan3_config(init_kwargs: Mapping[str, Any]) -> StyleGAN3Config:
+def resolve_stylegan3_config(
+    init_kwargs: Mapping[str, Any], max_layers: int | None = None
+) -> StyleGAN3Config:
     """Resolve G_ema's ``init_kwargs`` into the full StyleGAN3 schedule (format doc §6.4).
 
     Absent kwargs take the StyleGAN3 repo's defaults. Unknown kwargs raise :class:`GeneratorError`
-    rather than being silently ignored, since they may change the maths.
+    rather than being silently ignored, since they may change the maths. ``max_layers`` bounds the
+    synthesis and mapping layer counts (a loader passes the number of tensors in the file, which every
+    layer needs some of) before the schedule loops over them.
     """
     if not isinstance(init_kwargs, Mapping):
         raise GeneratorError(f"StyleGAN3 init_kwargs must be a dict, got {type(init_kwargs).__name__}")
@@ -178,24 +199,26 @@ def resolve_stylegan3_config(init_kwargs: Mapping[str, Any]) -> StyleGAN3Config:
     # Tolerate a nested synthesis_kwargs dict (SG2 style) by flattening it.
     nested = kwargs.pop("synthesis_kwargs", None) or {}
     if not isinstance(nested, Mapping):
-        raise GeneratorError(f"StyleGAN3 synthesis_kwargs must be a dict, got {nested!r}")
-    clash = sorted(set(nested) & set(kwargs))
+        raise GeneratorError(f"StyleGAN3 synthesis_kwargs must be a dict, got {brief(nested)}")
+    clash = sorted(str(k) for k in set(nested) & set(kwargs))
     if clash:
-        raise GeneratorError(f"StyleGAN3 kwargs given both flat and in synthesis_kwargs: {', '.join(clash)}")
+        raise GeneratorError(
+            f"StyleGAN3 kwargs given both flat and in synthesis_kwargs: {brief_text(', '.join(clash))}"
+        )
     kwargs.update(nested)
     mapping_kwargs = kwargs.pop("mapping_kwargs", None) or {}
     if not isinstance(mapping_kwargs, Mapping):
-        raise GeneratorError(f"StyleGAN3 mapping_kwargs must be a dict, got {mapping_kwargs!r}")
+        raise GeneratorError(f"StyleGAN3 mapping_kwargs must be a dict, got {brief(mapping_kwargs)}")
 
     known = set(_REQUIRED_KWARGS) | set(_SYNTHESIS_DEFAULTS) | set(_IGNORED_SYNTHESIS_KWARGS)
     unknown = sorted(str(k) for k in kwargs if k not in known)
     if unknown:
-        raise GeneratorError(f"unsupported StyleGAN3 init kwargs: {', '.join(unknown)}")
+        raise GeneratorError(f"unsupported StyleGAN3 init kwargs: {brief_text(', '.join(unknown))}")
     unknown_m = sorted(
         str(k) for k in mapping_kwargs if k not in _MAPPING_DEFAULTS and k not in _MAPPING_PASSED_KEYS
     )
     if unknown_m:
-        raise GeneratorError(f"unsupported StyleGAN3 mapping_kwargs: {', '.join(unknown_m)}")
+        raise GeneratorError(f"unsupported StyleGAN3 mapping_kwargs: {brief_text(', '.join(unknown_m))}")
 
     z_dim = _as_int("z_dim", kwargs["z_dim"])
     c_dim = _as_int("c_dim", kwargs["c_dim"])
@@ -227,7 +250,71 @@ def resolve_stylegan3_config(init_kwargs: Mapping[str, Any]) -> StyleGAN3Config:
     mapping_layers = _as_int("mapping_kwargs.num_layers", mk["num_layers"], minimum=1)
     lr_multiplier = _as_float("mapping_kwargs.lr_multiplier", mk["lr_multiplier"])
     w_avg_beta = _as_float("mapping_kwargs.w_avg_beta", mk["w_avg_beta"], positive=False)
+    if max_layers is not None:
+        most = max(64, max_layers)  # every layer holds tensors: more layers than tensors cannot fit
+        for what, count in (("num_layers", num_layers), ("mapping_kwargs.num_layers", mapping_layers)):
+            if count > most:
+                raise GeneratorError(
+                    f"StyleGAN3 kwarg {what!r} asks for {count} layers, more than the {max_layers} tensors "
+                    "of the file can fill"
+                )
+    try:
+        return _resolve_schedule(
+            z_dim=z_dim,
+            c_dim=c_dim,
+            w_dim=w_dim,
+            res=res,
+            img_channels=img_channels,
+            channel_base=channel_base,
+            channel_max=channel_max,
+            num_layers=num_layers,
+            num_critical=num_critical,
+            first_cutoff=first_cutoff,
+            first_stopband=first_stopband,
+            last_stopband_rel=last_stopband_rel,
+            margin_size=margin_size,
+            output_scale=output_scale,
+            conv_kernel=conv_kernel,
+            filter_size=filter_size,
+            lrelu_upsampling=lrelu_upsampling,
+            use_radial=use_radial,
+            conv_clamp=conv_clamp,
+            mapping_layers=mapping_layers,
+            lr_multiplier=lr_multiplier,
+            w_avg_beta=w_avg_beta,
+        )
+    except (OverflowError, ValueError, ZeroDivisionError) as e:
+        raise GeneratorError(
+            f"StyleGAN3 kwargs give an impossible layer schedule ({brief_text(str(e), 120)})"
+        ) from e
 
+
+def _resolve_schedule(
+    *,
+    z_dim: int,
+    c_dim: int,
+    w_dim: int,
+    res: int,
+    img_channels: int,
+    channel_base: float,
+    channel_max: float,
+    num_layers: int,
+    num_critical: int,
+    first_cutoff: float,
+    first_stopband: float,
+    last_stopband_rel: float,
+    margin_size: int,
+    output_scale: float,
+    conv_kernel: int,
+    filter_size: int,
+    lrelu_upsampling: int,
+    use_radial: bool,
+    conv_clamp: float | None,
+    mapping_layers: int,
+    lr_multiplier: float,
+    w_avg_beta: float,
+) -> StyleGAN3Config:
+    """The per-layer schedule of checked settings (format doc §6.4)."""
     # Per-index schedule i = 0..L (index L is ToRGB).
     L = num_layers
     cutoffs, stopbands, rates, half_widths, sizes, channels = [], [], [], [], [], []
@@ -654,11 +741,48 @@ def _name_list(names: list[str], limit: int = 20) -> str:
     return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 
-def _check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
+def expected_state_shapes(cfg: StyleGAN3Config) -> dict[str, tuple[int, ...]]:
+    """Every tensor of the state dict ``cfg`` describes, with its shape: what ``StyleGAN3Generator(cfg)``
+    holds, computed from the config alone (nothing is built or allocated)."""
+    w = cfg.w_dim
+    shapes: dict[str, tuple[int, ...]] = {"mapping.w_avg": (w,)}
+    if cfg.c_dim > 0:
+        shapes.update({"mapping.embed.weight": (w, cfg.c_dim), "mapping.embed.bias": (w,)})
+    fan_in = cfg.z_dim + (w if cfg.c_dim > 0 else 0)
+    for i in range(cfg.mapping_layers):
+        shapes.update({f"mapping.fc{i}.weight": (w, fan_in), f"mapping.fc{i}.bias": (w,)})
+        fan_in = w
+    c0 = cfg.input.channels
+    shapes.update(
+        {
+            "synthesis.input.weight": (c0, c0),
+            "synthesis.input.transform": (3, 3),
+            "synthesis.input.freqs": (c0, 2),
+            "synthesis.input.phases": (c0,),
+            "synthesis.input.affine.weight": (4, w),
+            "synthesis.input.affine.bias": (4,),
+        }
+    )
+    for spec in cfg.layers:
+        p, k = f"synthesis.{spec.name}", spec.conv_kernel
+        shapes[f"{p}.weight"] = (spec.out_channels, spec.in_channels, k, k)
+        shapes[f"{p}.bias"] = (spec.out_channels,)
+        shapes[f"{p}.magnitude_ema"] = ()
+        if spec.up_taps > 1:
+            shapes[f"{p}.up_filter"] = (spec.up_taps,)
+        if spec.down_taps > 1:
+            shapes[f"{p}.down_filter"] = (spec.down_taps,) * (2 if spec.down_radial else 1)
+        shapes[f"{p}.affine.weight"] = (spec.in_channels, w)
+        shapes[f"{p}.affine.bias"] = (spec.in_channels,)
+    return shapes
+
+
+def _check_state_dict(
+    cfg: StyleGAN3Config, expected: Mapping[str, tuple[int, ...]], state_dict: Mapping[str, torch.Tensor]
+) -> None:
     """Raise GeneratorError naming every missing, unexpected, misshapen or unusable tensor."""
     if not isinstance(state_dict, Mapping):
         raise GeneratorError(f"StyleGAN3 state_dict must be a mapping, got {type(state_dict).__name__}")
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     bad_type = sorted(str(k) for k, v in state_dict.items() if not isinstance(v, torch.Tensor))
     if bad_type:
         raise GeneratorError(f"StyleGAN3 state dict entries are not tensors: {_name_list(bad_type)}")
@@ -677,11 +801,14 @@ def _check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) 
     if misshapen:
         problems.append(f"misshapen tensors: {_name_list(misshapen)}")
     if problems:
-        cfg = model.config
+        n_expected = sum(math.prod(shape) for shape in expected.values())
+        n_file = sum(v.numel() for v in state_dict.values())
         raise GeneratorError(
             "StyleGAN3 weights do not fit the config "
             f"(z_dim={cfg.z_dim}, c_dim={cfg.c_dim}, w_dim={cfg.w_dim}, img_resolution={cfg.img_resolution}, "
-            f"layers {cfg.layer_names[0]}..{cfg.layer_names[-1]}): " + "; ".join(problems)
+            f"layers {cfg.layer_names[0]}..{cfg.layer_names[-1]}: {n_expected:,} weights in {len(expected)} "
+            f"tensors; the file holds {n_file:,} in {len(state_dict)}): "
+            + brief_text("; ".join(problems), 2000)
         )
     not_float = sorted(k for k, v in state_dict.items() if not v.is_floating_point())
     if not_float:
@@ -694,15 +821,29 @@ def _check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) 
         raise GeneratorError(f"StyleGAN3 magnitude_ema must be positive: {_name_list(bad_ema)}")
 
 
+def _charge_network(expected: Mapping[str, tuple[int, ...]]) -> None:
+    """Charge the float32 size of the network (its ``expected`` shapes) to the active load budget."""
+    budget = limits.current_budget()
+    if budget is not None:
+        numel = sum(math.prod(shape) for shape in expected.values())
+        budget.charge(4 * numel, "the StyleGAN3 network (float32)")
+
+
 def build_stylegan3(init_kwargs: dict, state_dict: Mapping[str, torch.Tensor]) -> StyleGAN3Generator:
     """Build a StyleGAN3 generator from G_ema's ``init_kwargs`` and fill it from ``state_dict``.
 
     The result is on the CPU, fp32, in eval mode with frozen parameters. Raises
     :class:`GeneratorError` for unsupported kwargs or a state dict that does not fit them.
     """
-    cfg = resolve_stylegan3_config(init_kwargs)
+    if not isinstance(state_dict, Mapping):
+        raise GeneratorError(f"StyleGAN3 state_dict must be a mapping, got {type(state_dict).__name__}")
+    cfg = resolve_stylegan3_config(init_kwargs, max_layers=len(state_dict))
+    # The shapes the kwargs describe, computed without building anything: the file's tensors must fit
+    # them before the network is allocated, and its float32 size is charged to the load budget first.
+    expected = expected_state_shapes(cfg)
+    _check_state_dict(cfg, expected, state_dict)
+    _charge_network(expected)
     model = StyleGAN3Generator(cfg)
-    _check_state_dict(model, state_dict)
     with torch.no_grad():
         model.load_state_dict(
             {k: v.detach().to("cpu", torch.float32) for k, v in state_dict.items()}, strict=True

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from sfvq.generators.base import GeneratorError
-from sfvq.generators.safe_pickle import PersistentObject, load_pickle_file
+from sfvq.generators.limits import brief, brief_text, loading
+from sfvq.generators.safe_pickle import PersistentObject, load_pickle_file, to_plain
 from sfvq.generators.stylegan import (
     StyleGANGenerator,
     build_stylegan_network,
@@ -50,7 +51,7 @@ def detect_family(g_ema: PersistentObject) -> str:
         return "stylegan3"
     if syn_kids and any(k.startswith("b") and v.class_name == "SynthesisBlock" for k, v in syn_kids.items()):
         return "stylegan2"
-    found = ", ".join(f"{k}: {v.class_name}" for k, v in syn_kids.items()) or "nothing"
+    found = brief_text(", ".join(f"{k}: {v.class_name}" for k, v in syn_kids.items()) or "nothing", 200)
     raise GeneratorError(
         f"unrecognised synthesis network (class {synthesis.class_name}, children {found}); "
         "expected StyleGAN2 blocks b4, b8, ... or a StyleGAN3 SynthesisInput"
@@ -58,29 +59,36 @@ def detect_family(g_ema: PersistentObject) -> str:
 
 
 def _generator_kwargs(g_ema: PersistentObject) -> dict:
-    """G_ema's constructor kwargs as plain data, with positional args named."""
+    """G_ema's constructor kwargs as plain data, with positional args named; every key (also of the
+    nested ``mapping_kwargs``/``synthesis_kwargs``) must be a string."""
     kwargs = g_ema.init_kwargs
     names = _GENERATOR_POSITIONAL + ("synthesis_kwargs",)
-    for name, value in zip(names, g_ema.init_args, strict=False):
+    args = g_ema.init_args
+    if len(args) > len(names):
+        raise GeneratorError(f"G_ema has {len(args)} positional constructor args, expected at most 7")
+    for name, value in zip(names, to_plain(args), strict=False):
         kwargs.setdefault(name, value)
-    if len(g_ema.init_args) > len(names):
-        raise GeneratorError(
-            f"G_ema has {len(g_ema.init_args)} positional constructor args, expected at most 7"
-        )
+    nested = [(name, kwargs.get(name)) for name in ("mapping_kwargs", "synthesis_kwargs")]
+    for where, d in [("G_ema init kwargs", kwargs), *(item for item in nested if isinstance(item[1], dict))]:
+        bad = [k for k in d if not isinstance(k, str)]
+        if bad:
+            raise GeneratorError(f"{where} have a key that is not a string: {brief(bad[0])}")
     return kwargs
 
 
 def _resolve_sg2_kwargs(g_ema: PersistentObject, kwargs: dict) -> dict:
     """Fill in SG2 settings that the kwargs leave to a repo-dependent default from the resolved modules."""
     nested = "synthesis_kwargs" in kwargs
+    if nested and not isinstance(kwargs["synthesis_kwargs"], dict | None):
+        return kwargs  # build_stylegan2 names the problem
     syn = dict(kwargs.get("synthesis_kwargs") or {}) if nested else kwargs
     if "conv_clamp" not in syn:
         try:
-            layer_attrs = g_ema.child("synthesis.b4.conv1").attributes
+            layer = g_ema.child("synthesis.b4.conv1")
         except GeneratorError:
-            layer_attrs = {}
-        if "conv_clamp" in layer_attrs:
-            syn["conv_clamp"] = layer_attrs["conv_clamp"]
+            layer = None
+        if layer is not None and "conv_clamp" in layer.state:
+            syn["conv_clamp"] = layer.attribute("conv_clamp")
     if nested:
         kwargs = {**kwargs, "synthesis_kwargs": syn}
     return kwargs
@@ -92,6 +100,11 @@ def load_stylegan_pkl(path: str | Path, device: str | torch.device | None = None
     Raises :class:`~sfvq.generators.base.GeneratorError` for a missing, truncated, corrupt, malicious
     or TensorFlow-era file, or one that holds no usable ``G_ema``.
     """
+    with loading(path):  # one budget for the pickle and the network (reused inside load_generator)
+        return _load(path, device)
+
+
+def _load(path: str | Path, device: str | torch.device | None) -> StyleGANGenerator:
     data = load_pickle_file(path)
     if not isinstance(data, dict):
         raise GeneratorError(
@@ -99,7 +112,7 @@ def load_stylegan_pkl(path: str | Path, device: str | torch.device | None = None
             "expected a dict with 'G_ema'"
         )
     if "G_ema" not in data:
-        keys = ", ".join(repr(k) for k in list(data)[:10]) or "none"
+        keys = ", ".join(brief(k, 40) for k in list(data)[:10]) or "none"
         raise GeneratorError(f"{path} has no 'G_ema' entry (found keys: {keys})")
     g_ema = data["G_ema"]
     if not isinstance(g_ema, PersistentObject):
@@ -117,5 +130,5 @@ def load_stylegan_pkl(path: str | Path, device: str | torch.device | None = None
         name=str(path),
         family=family,
         device=device,
-        training_set_kwargs=tsk if isinstance(tsk, dict) else None,
+        training_set_kwargs=to_plain(tsk) if isinstance(tsk, dict) else None,
     )

@@ -89,3 +89,26 @@ def test_demo_runs(tmp_path):
     assert r.exit_code == 0, r.output
     assert (out / "latents.npy").exists() and (out / "latents.json").exists()
     assert SFVQ.load(out / "model.safetensors").codebook_.shape == (8, 2)
+
+
+def test_fit_into_the_folder_of_its_latents_keeps_them(tmp_path):
+    """`sfvq sample --outdir R` then `sfvq fit --latents R/latents.npy --outdir R`: the new run replaces
+    the folder whole, and the latents it was fitted to stay in it, stamped with the run's id."""
+    from sfvq.runs import Run, run_ids
+
+    out = tmp_path / "r"
+    r = _run("sample", "--network", "builtin:faces-dcgan", "--space", "z", "--n", 300, "--outdir", out)
+    assert r.exit_code == 0, r.output
+    X = np.load(out / "latents.npy")
+    for _ in range(2):  # the second time, the latents are those of the run being replaced
+        r = _run(
+            "fit", "--latents", out / "latents.npy", "--bits", 2, "--epochs", 1, "--quiet", "--outdir", out
+        )
+        assert r.exit_code == 0, r.output
+        np.testing.assert_array_equal(np.load(out / "latents.npy"), X)
+        ids = run_ids(out)
+        assert set(ids) == {"model.safetensors", "options.json", "summary.json", "latents.json"}
+        assert len(set(ids.values())) == 1
+        assert json.loads((out / "latents.json").read_text())["space"] == "z"  # the sample's sidecar, stamped
+        assert Run.open(out).latents.shape == X.shape
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]

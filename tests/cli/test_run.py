@@ -50,7 +50,7 @@ class _Page(HTMLParser):
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
-        if tag == "img":
+        if tag in ("img", "video"):  # the walk is an embedded video
             self.imgs.append(a.get("src", ""))
         if "id" in a:
             self.ids.add(a["id"])
@@ -101,7 +101,7 @@ def check_run(out: Path, bits: int, edit_bits: int, walk_frames: int, size: int)
     parsed.feed(page)
     parsed.close()
     assert len(parsed.imgs) >= (bits - 1) + 2**edit_bits - 1 + 4
-    assert all(src.startswith("data:image/") for src in parsed.imgs)
+    assert all(src.startswith(("data:image/", "data:video/mp4")) for src in parsed.imgs)
     assert "http://" not in page and "https://" not in page and "<script" not in page
     assert all(h.startswith("#") and h[1:] in parsed.ids for h in parsed.hrefs)
     summary = json.loads((out / "summary.json").read_text())

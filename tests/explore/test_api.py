@@ -591,3 +591,117 @@ def test_explore_faces_dcgan_feature_space(tmp_path: Path) -> None:
     # edits work in a feature space, where layer ranges do not exist
     assert client.get("/api/edit?bits=5&segment=3&seeds=0,1&sigma=2").status_code == 200
     assert_error(client.get("/api/edit?bits=5&segment=3&seeds=0&sigma=2&layers=0"), 400, "layers", "no style")
+
+
+# ------------------------------------------------------------------- the host guard (issue 13, item 5)
+def test_wildcard_bind_keeps_the_host_and_origin_allow_list(fresh: Any) -> None:
+    """Listening on 0.0.0.0 used to accept any Host: a foreign Host with a matching Origin saved a
+    direction (DNS rebinding). The allow-list now holds whatever the bind address."""
+    from starlette.testclient import TestClient
+
+    from sfvq.explore.app import allowed_hosts_for, create_app
+
+    hosts = allowed_hosts_for("0.0.0.0", None, ["lab-box.example"])
+    assert "*" not in hosts and "evil.example" not in hosts and "lab-box.example" in hosts
+    client = TestClient(create_app(fresh.explorer, allowed_hosts=hosts), base_url=BASE)
+    body = {"name": "smile", "bits": BITS, "segment": 1}
+    foreign = {"host": "evil.example:8000", "origin": "http://evil.example:8000"}
+    assert_error(client.post("/api/directions", json=body, headers=foreign), 400, "Host", "host")
+    assert not (fresh.explorer.run_dir / "directions.safetensors").exists()
+    # an allowed Host with a foreign Origin is refused too (before the body is read)
+    crossed = {"host": "lab-box.example:8000", "origin": "http://evil.example"}
+    assert_error(client.post("/api/directions", json=body, headers=crossed), 403, None, "cross-origin")
+    mine = {"host": "lab-box.example:8000", "origin": "http://lab-box.example:8000"}
+    assert client.post("/api/directions", json=body, headers=mine).status_code == 201
+    with pytest.raises(ValueError, match="wildcard"):
+        create_app(fresh.explorer, allowed_hosts=["*"])
+
+
+def test_allowed_hosts_and_names() -> None:
+    from sfvq.explore.app import allowed_hosts_for, check_host_name, is_loopback
+
+    assert allowed_hosts_for("127.0.0.1") == ["127.0.0.1", "localhost", "[::1]", "::1"]
+    named = allowed_hosts_for("192.0.2.7", "192.0.2.7", ["Box.Example", "fe80::1"])
+    assert named[:4] == ["127.0.0.1", "localhost", "[::1]", "::1"]
+    assert {"192.0.2.7", "box.example", "[fe80::1]", "fe80::1"} <= set(named)
+    for bad in ("*", "*.example", "evil.example:80", "a b", "", "x" * 300, "name\n"):
+        with pytest.raises(ValueError):
+            check_host_name(bad)
+    assert is_loopback("127.0.0.5") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.0.2.7")
+
+
+def test_deeply_nested_json_is_a_400_not_a_500(api: Any) -> None:
+    js = {"content-type": "application/json"}
+    for endpoint in ("/api/directions", "/api/augment"):
+        for deep in (b"[" * 4000, b'{"name": ' + b"[" * 2000 + b"]" * 2000 + b"}"):
+            assert_error(api.post(endpoint, content=deep, headers=js), 400, None, "JSON")
+
+
+def test_a_name_ending_in_a_newline_is_refused(fresh: Any) -> None:
+    run = fresh.explorer.run_dir
+    for endpoint, body in (
+        ("/api/augment", {"name": "batch\n", "bits": BITS, "segment": 1, "n": 2}),
+        ("/api/directions", {"name": "smile\n", "bits": BITS, "segment": 1}),
+    ):
+        assert_error(fresh.post(endpoint, json=body), 400, "name", "not allowed")
+    assert not (run / "augment").exists() or not any((run / "augment").iterdir())
+    assert not (run / "directions.safetensors").exists()
+    # the page gets the same rule in the form a browser's input pattern takes
+    pattern = fresh.get("/api/info").json()["limits"]["name_pattern"]
+    assert pattern.startswith("^") and pattern.endswith("$") and "\\Z" not in pattern
+
+
+def test_cli_wildcard_bind_warns_and_guards(tiny_run_template: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from sfvq.cli import main
+
+    run = copy_run(tiny_run_template, tmp_path / "run")
+    r = CliRunner().invoke(main, ["explore", "--run", str(run), "--allow-host", "*"])
+    assert r.exit_code == 2 and "'--allow-host'" in r.output and "wildcard" in r.output
+    exe = Path(sys.executable).parent / "sfvq"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-c", "from sfvq.cli import main; main()"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [*cmd, "explore", "--run", str(run), "--host", "0.0.0.0", "--port", "0", "--allow-host", "lab.ex"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        lines = [""]
+        while "open http" not in lines[-1]:
+            lines.append(proc.stdout.readline())
+            assert lines[-1] or proc.poll() is None, f"sfvq explore exited early: {lines}"
+            assert time.monotonic() < deadline, "sfvq explore did not start in 60 s"
+        text = "".join(lines)
+        assert "warning: listening on 0.0.0.0" in text and "beyond this machine" in text
+        assert "lab.ex" in text and "--allow-host" in text
+        port = lines[-1].split("open ", 1)[1].split()[0].rstrip("/").rsplit(":", 1)[1]
+        base = f"http://127.0.0.1:{port}"
+        assert raw_get(base, "/api/info", {"Host": "attacker.example"})[0] == 400
+        assert raw_get(base, "/api/info", {"Host": f"lab.ex:{port}"})[0] == 200
+        assert raw_get(base, "/api/info")[0] == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        if proc.stdout:
+            proc.stdout.close()
+
+
+def test_cli_refuses_a_run_mixing_two_runs(tiny_run_template: Path, tmp_path: Path) -> None:
+    """New latents beside an old model (a killed `sfvq run` used to leave them): not explored."""
+    from click.testing import CliRunner
+
+    from sfvq import SFVQ
+    from sfvq.cli import main
+    from sfvq.io import save_npy_with_sidecar
+
+    run = copy_run(tiny_run_template, tmp_path / "run")
+    model = SFVQ.load(run / "model.safetensors")
+    model.metadata_["run_id"] = "20250101T000000Zaaaaaaaa"
+    model.save(run / "model.safetensors")
+    X = np.load(run / "latents.npy")
+    save_npy_with_sidecar(run / "latents.npy", X[:100], {"run_id": "20250102T000000Zbbbbbbbb"})
+    r = CliRunner().invoke(main, ["explore", "--run", str(run)])
+    assert r.exit_code == 2 and "'--run'" in r.output and "mixes files of different runs" in r.output
