@@ -21,6 +21,7 @@ import torch
 
 from sfvq import curve
 from sfvq.atomic import atomic_path
+from sfvq.threads import ThreadPicker
 
 FORMAT_NAME = "sfvq.curve"
 FORMAT_VERSION = 1
@@ -289,17 +290,19 @@ class SFVQ:
         emit("stage_start", {"bits": bits, "epochs": self.epochs, "steps": total})
         losses: list[float] = []
         step = 0
-        for epoch in range(self.epochs):
-            perm = torch.randperm(N, generator=gen, device=x.device)
-            total_loss = torch.zeros((), dtype=torch.float64, device=x.device)
-            for idx in torch.split(perm, B):
-                loss, grad = self._batch_loss_and_grad(x[idx], C, gen, xx[idx])
-                opt.step(grad, self._lr_at(step, total))
-                total_loss += loss.double() * idx.numel()
-                step += 1
-                emit("step", {"bits": bits, "epoch": epoch, "step": step, "loss": loss})
-            losses.append(float(total_loss) / N)
-            emit("epoch_end", {"bits": bits, "epoch": epoch, "loss": losses[-1]})
+        with ThreadPicker() as picker:  # many small ops a step: one thread when a busy core would stall them
+            for epoch in range(self.epochs):
+                perm = torch.randperm(N, generator=gen, device=x.device)
+                total_loss = torch.zeros((), dtype=torch.float64, device=x.device)
+                for idx in torch.split(perm, B):
+                    with picker.step():
+                        loss, grad = self._batch_loss_and_grad(x[idx], C, gen, xx[idx])
+                        opt.step(grad, self._lr_at(step, total))
+                        total_loss += loss.double() * idx.numel()
+                    step += 1
+                    emit("step", {"bits": bits, "epoch": epoch, "step": step, "loss": loss})
+                losses.append(float(total_loss) / N)
+                emit("epoch_end", {"bits": bits, "epoch": epoch, "loss": losses[-1]})
         return C, losses
 
     def _batch_loss_and_grad(

@@ -104,7 +104,9 @@ def _fir1d_inplace(
         if not ranges:
             view.zero_()
             continue
-        ranges.sort(key=lambda r: r[2] - r[3])  # the widest term initialises the outputs
+        # Every output sums its valid terms in tap order (outputs outside the first term's range start
+        # from an exact 0), so the result does not depend on how the rows are chunked or batched: an
+        # image renders bit for bit the same alone or in any batch (tested).
         tap, o, lo, hi = ranges[0]
         if lo > 0:
             _take(view, dim, 0, lo).zero_()
@@ -156,7 +158,7 @@ def _needs_grad(x: torch.Tensor) -> bool:
 def _empty(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     """An uninitialised tensor of ``shape`` with x's dtype, device and (4-D) memory format."""
     fmt = torch.contiguous_format
-    if x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+    if x.ndim == 4 and x.shape[1] > 1 and x.stride(1) == 1 and x.stride(3) > 1:  # channels innermost
         fmt = torch.channels_last
     return torch.empty(list(shape), dtype=x.dtype, device=x.device, memory_format=fmt)
 

@@ -40,6 +40,10 @@ _ACT_GAIN = {"linear": 1.0, "relu": math.sqrt(2.0), "lrelu": math.sqrt(2.0)}
 NOISE_MODES = ("const", "random", "none")
 # CPU activations with at least this many pixels are convolved channels-last (faster in oneDNN there).
 _CHANNELS_LAST_MIN_PIXELS = 64 * 64
+SHARED_WEIGHT_BATCHES = False
+"""Run a batch's modulated convs in the shared-weight form (see :func:`modulated_conv2d`). Off by default:
+the per-sample form renders an image bit for bit the same alone or in any batch, and at full size it is
+as fast (``benchmarks/fullsize.py``); the shared form is faster for big batches of small images."""
 
 # ----------------------------------------------------------------------------------------------
 # Functional maths
@@ -104,10 +108,11 @@ def modulated_conv2d(
     x (N, I, H, W), weight (O, I, k, k), styles (N, I). With ``up=2`` a stride-2 transposed conv
     (2H+k-2 pixels) is followed by padding 1 and the 4x4 resample filter x4, giving (N, O, 2H, 2W).
 
-    Two exact forms of the same maths: one sample (and 1x1 kernels, whose outputs are few) scales the
-    weight by its styles and runs an ordinary conv per sample; a batch scales the input activations
-    by the styles, runs ONE conv with the shared weight for all samples and scales its output by the
-    demodulation coefficients ``rsqrt(sum_i s_i^2 sum_k w_oik^2 + 1e-8)``, much faster on the CPU than a
+    Two exact forms of the same maths. Per sample (the default): each sample's styles scale the weight,
+    then one ordinary conv per sample, so an image's result does not depend on the batch it is in.
+    Shared weight (:data:`SHARED_WEIGHT_BATCHES`, for batches of 3x3 convs): the styles scale the input
+    activations, ONE conv with the shared weight runs for all samples, and the demodulation coefficients
+    ``rsqrt(sum_i s_i^2 sum_k w_oik^2 + 1e-8)`` scale its output. Both are far faster on the CPU than a
     grouped conv with N groups. Large CPU activations are convolved in channels-last layout (oneDNN's
     native one); the result keeps that layout.
     """
@@ -120,7 +125,12 @@ def modulated_conv2d(
         raise GeneratorError(f"unsupported up-sampling factor {up}")
     if kh > 1 and h * w >= _CHANNELS_LAST_MIN_PIXELS and x.device.type == "cpu":
         x = x.contiguous(memory_format=torch.channels_last)
-    if n == 1 or kh == 1:
+    if SHARED_WEIGHT_BATCHES and n > 1 and kh > 1:
+        y = _conv_up(x * styles.reshape(n, i, 1, 1), weight, up, padding)  # (N, O, H', W')
+        if demodulate:
+            dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # (N, O)
+            y = y.mul_(dcoefs.reshape(n, o, 1, 1))  # a fresh conv output: in place is safe for autograd
+    else:
         outs = []
         for k in range(n):
             wts = weight * styles[k].reshape(1, i, 1, 1)  # (O, I, kh, kw)
@@ -128,11 +138,6 @@ def modulated_conv2d(
                 wts = wts * (wts.square().sum(dim=[1, 2, 3], keepdim=True) + 1e-8).rsqrt()
             outs.append(_conv_up(x[k : k + 1], wts, up, padding))  # (1, O, H', W')
         y = outs[0] if n == 1 else torch.cat(outs)  # (N, O, H', W')
-    else:
-        y = _conv_up(x * styles.reshape(n, i, 1, 1), weight, up, padding)  # (N, O, H', W')
-        if demodulate:
-            dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # (N, O)
-            y = y.mul_(dcoefs.reshape(n, o, 1, 1))  # a fresh conv output: in place is safe for autograd
     if up == 2:
         y = upfirdn2d(y, resample_filter, padding=(1, 1, 1, 1), gain=4.0)  # (N, O, 2H, 2W)
     return y

@@ -73,6 +73,9 @@ _LRELU_SLOPE = 0.2
 _LRELU_GAIN = math.sqrt(2.0)
 # CPU activations with at least this many pixels are convolved channels-last (faster in oneDNN there).
 _CHANNELS_LAST_MIN_PIXELS = 64 * 64
+SHARED_WEIGHT_BATCHES = False
+"""Run a batch's modulated convs in the shared-weight form (see ``_modulated_conv2d``); off by default, so
+that an image renders bit for bit the same alone or in any batch."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -348,9 +351,10 @@ def _modulated_conv2d(
     """Per-sample modulated conv with padding k-1 (output grows by k-1).
 
     x: (N, I, H, W), weight: (O, I, k, k), styles: (N, I) -> (N, O, H+k-1, W+k-1).
-    One sample: styles (and demodulation) scale the weight, one ordinary conv. A batch: styles scale the
-    input, ONE conv with the shared weight, the demodulation coefficients scale the output (the same
-    maths; far faster than a grouped conv on the CPU). Large CPU activations run channels-last.
+    Per sample (the default): styles and demodulation scale the weight, one ordinary conv per sample.
+    With :data:`SHARED_WEIGHT_BATCHES`: styles scale the input, ONE conv with the shared weight, the
+    demodulation coefficients scale the output (the same maths). Both are far faster than a grouped conv
+    on the CPU; large CPU activations run channels-last.
     """
     n, i_ch, h, w = x.shape
     o_ch, _, kh, kw = weight.shape
@@ -360,16 +364,19 @@ def _modulated_conv2d(
     if kh > 1 and h * w >= _CHANNELS_LAST_MIN_PIXELS and x.device.type == "cpu":
         x = x.contiguous(memory_format=torch.channels_last)
     pad = (kh - 1, kw - 1)
-    if n == 1:
-        wts = weight * styles.reshape(1, i_ch, 1, 1)  # (O, I, k, k)
+    if SHARED_WEIGHT_BATCHES and n > 1:
+        y = F.conv2d(x * styles.reshape(n, i_ch, 1, 1), weight * input_gain, padding=pad)  # (N, O, H', W')
+        if demodulate:
+            dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # (N, O)
+            y = y.mul_(dcoefs.reshape(n, o_ch, 1, 1))  # a fresh conv output: in place is safe for autograd
+        return y
+    outs = []
+    for k in range(n):
+        wts = weight * styles[k].reshape(1, i_ch, 1, 1)  # (O, I, k, k)
         if demodulate:
             wts = wts * (wts.square().sum(dim=[1, 2, 3], keepdim=True) + 1e-8).rsqrt()
-        return F.conv2d(x, wts * input_gain, padding=pad)  # (1, O, H+k-1, W+k-1)
-    y = F.conv2d(x * styles.reshape(n, i_ch, 1, 1), weight * input_gain, padding=pad)  # (N, O, H', W')
-    if demodulate:
-        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # (N, O)
-        y = y.mul_(dcoefs.reshape(n, o_ch, 1, 1))  # a fresh conv output: in place is safe for autograd
-    return y
+        outs.append(F.conv2d(x[k : k + 1], wts * input_gain, padding=pad))  # (1, O, H+k-1, W+k-1)
+    return outs[0] if n == 1 else torch.cat(outs)
 
 
 def _filtered_lrelu(
