@@ -93,7 +93,7 @@ class Projection:
         d = c[1:] - c[:-1]  # (S, D)
         out = torch.empty(self.segment.shape[0], c.shape[1], dtype=c.dtype, device=c.device)
         rows = chunk_rows(c.shape[1])
-        with ThreadPicker() as picker:
+        with ThreadPicker("sfvq.points") as picker:
             for start in range(0, out.shape[0], rows):
                 with picker.step():
                     seg = self.segment[start : start + rows]
@@ -139,7 +139,7 @@ def project(
     chunk_fn = _exact_chunk if method == "exact" else _adjacent_chunk
     segs, lams, dists = [], [], []
     # Chunks sized by the wider of the (n, K) scores and the (n, D) centred rows stay cache-friendly.
-    with ThreadPicker() as picker:  # small ops a chunk: one thread when a busy core would stall them
+    with ThreadPicker("sfvq.project") as picker:  # small ops a chunk: see sfvq.threads
         for xs in torch.split(x, chunk_size or chunk_rows(max(K, x.shape[1]))):
             with picker.step():
                 xc = xs - centre  # (n, D)

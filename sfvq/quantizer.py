@@ -290,7 +290,7 @@ class SFVQ:
         emit("stage_start", {"bits": bits, "epochs": self.epochs, "steps": total})
         losses: list[float] = []
         step = 0
-        with ThreadPicker() as picker:  # many small ops a step: one thread when a busy core would stall them
+        with ThreadPicker("sfvq.fit") as picker:  # many small ops a step: see sfvq.threads
             for epoch in range(self.epochs):
                 perm = torch.randperm(N, generator=gen, device=x.device)
                 total_loss = torch.zeros((), dtype=torch.float64, device=x.device)

@@ -46,8 +46,8 @@ _LONGEST_PERIOD = 4.0
 _SLOW_FACTOR = 3.0
 _EMA = 0.2  # weight of the newest step in the running average of step times
 
-# The last verdict, by the caller's thread count: (winner, valid until (clock seconds), period).
-_verdicts: dict[int, tuple[int, float, float]] = {}
+# The last verdict, by loop kind and the caller's thread count: (winner, valid until (clock s), period).
+_verdicts: dict[tuple[str, int], tuple[int, float, float]] = {}
 
 
 def _check(value: Policy) -> Policy:
@@ -103,12 +103,18 @@ class ThreadPicker:
                 with picker.step():
                     work(batch)
 
-    ``threads`` overrides the global policy for this loop. ``clock`` (seconds) is injectable for tests.
+    ``key`` names the kind of loop: loops of one kind share their verdicts (a fit's stages, the chunks of
+    successive filters), different kinds compare on their own. ``threads`` overrides the global policy
+    for this loop. ``clock`` (seconds) is injectable for tests.
     """
 
     def __init__(
-        self, threads: Policy | str = "global", clock: Callable[[], float] = time.perf_counter
+        self,
+        key: str = "",
+        threads: Policy | str = "global",
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
+        self.key = key
         self.policy: Policy = get_policy() if threads == "global" else _check(threads)  # type: ignore[arg-type]
         self.clock = clock
         self.saved: int | None = None
@@ -128,7 +134,7 @@ class ThreadPicker:
         elif self.policy is None or not self.adaptive:
             self._winner = self._many
         else:
-            winner, until, _ = _verdicts.get(self._many, (1, 0.0, 0.0))
+            winner, until, _ = _verdicts.get((self.key, self._many), (1, 0.0, 0.0))
             self._winner = winner
             if self.clock() >= until:
                 self._start_comparison()
@@ -150,7 +156,11 @@ class ThreadPicker:
         self.comparisons += 1
 
     def _next_count(self) -> int:
-        if not self._plan and self.adaptive and self.clock() >= _verdicts.get(self._many, (1, 0.0, 0.0))[1]:
+        if (
+            not self._plan
+            and self.adaptive
+            and self.clock() >= _verdicts.get((self.key, self._many), (1, 0.0, 0.0))[1]
+        ):
             self._start_comparison()
         if self._plan:
             return self._plan[0] or 1
@@ -175,7 +185,11 @@ class ThreadPicker:
         elif self.adaptive:
             self._average = elapsed if self._average == 0 else (1 - _EMA) * self._average + _EMA * elapsed
             if n > 1 and elapsed > _SLOW_FACTOR * self._average:
-                _verdicts[self._many] = (self._winner, 0.0, _FIRST_PERIOD)  # busy now: compare again
+                _verdicts[(self.key, self._many)] = (
+                    self._winner,
+                    0.0,
+                    _FIRST_PERIOD,
+                )  # busy now: compare again
 
     def _maybe_decide(self) -> None:
         one, many = self._times[1], self._times[self._many]
@@ -187,8 +201,8 @@ class ThreadPicker:
             return  # not decided yet: time another pair
         self._plan = []
         winner = self._many if tm < t1 else 1
-        _, _, period = _verdicts.get(self._many, (winner, 0.0, _FIRST_PERIOD / 2))
+        _, _, period = _verdicts.get((self.key, self._many), (winner, 0.0, _FIRST_PERIOD / 2))
         period = min(period * 2, _LONGEST_PERIOD) if winner == self._winner else _FIRST_PERIOD
         self._winner = winner
         self._average = min(t1, tm)
-        _verdicts[self._many] = (winner, self.clock() + period, period)
+        _verdicts[(self.key, self._many)] = (winner, self.clock() + period, period)

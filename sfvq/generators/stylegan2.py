@@ -40,10 +40,11 @@ _ACT_GAIN = {"linear": 1.0, "relu": math.sqrt(2.0), "lrelu": math.sqrt(2.0)}
 NOISE_MODES = ("const", "random", "none")
 # CPU activations with at least this many pixels are convolved channels-last (faster in oneDNN there).
 _CHANNELS_LAST_MIN_PIXELS = 64 * 64
-SHARED_WEIGHT_BATCHES = False
-"""Run a batch's modulated convs in the shared-weight form (see :func:`modulated_conv2d`). Off by default:
-the per-sample form renders an image bit for bit the same alone or in any batch, and at full size it is
-as fast (``benchmarks/fullsize.py``); the shared form is faster for big batches of small images."""
+SHARED_WEIGHT_BATCHES = True
+"""Run a batch's modulated 3x3 convs in the shared-weight form (see :func:`modulated_conv2d`): twice as fast
+for batches of small images; at full size about as fast as the per-sample form. Set False for renders that
+are bit for bit independent of the batch (the shared form's results differ from a single image's render
+by float rounding, about 1e-6 relative)."""
 
 # ----------------------------------------------------------------------------------------------
 # Functional maths
@@ -108,13 +109,12 @@ def modulated_conv2d(
     x (N, I, H, W), weight (O, I, k, k), styles (N, I). With ``up=2`` a stride-2 transposed conv
     (2H+k-2 pixels) is followed by padding 1 and the 4x4 resample filter x4, giving (N, O, 2H, 2W).
 
-    Two exact forms of the same maths. Per sample (the default): each sample's styles scale the weight,
-    then one ordinary conv per sample, so an image's result does not depend on the batch it is in.
-    Shared weight (:data:`SHARED_WEIGHT_BATCHES`, for batches of 3x3 convs): the styles scale the input
-    activations, ONE conv with the shared weight runs for all samples, and the demodulation coefficients
-    ``rsqrt(sum_i s_i^2 sum_k w_oik^2 + 1e-8)`` scale its output. Both are far faster on the CPU than a
-    grouped conv with N groups. Large CPU activations are convolved in channels-last layout (oneDNN's
-    native one); the result keeps that layout.
+    Two exact forms of the same maths. Per sample (one image, 1x1 kernels, or
+    :data:`SHARED_WEIGHT_BATCHES` off): each sample's styles scale the weight, then one ordinary conv per
+    sample. Shared weight (batches): the styles scale the input activations, ONE conv with the shared
+    weight runs for all samples, and the demodulation coefficients ``rsqrt(sum_i s_i^2 sum_k w_oik^2 +
+    1e-8)`` scale its output. Both are far faster on the CPU than a grouped conv with N groups. Large CPU
+    activations are convolved in channels-last layout (oneDNN's native one); the result keeps it.
     """
     n, i, h, w = x.shape
     o, _, kh, kw = weight.shape

@@ -27,6 +27,7 @@ from torch import nn
 from sfvq.generators import fir as _fir
 from sfvq.generators.base import GeneratorError
 from sfvq.generators.fir import fir1d, rows_needed, separable_taps, upfirdn2d
+from sfvq.threads import ThreadPicker
 
 __all__ = [
     "NOISE_MODES",
@@ -73,9 +74,9 @@ _LRELU_SLOPE = 0.2
 _LRELU_GAIN = math.sqrt(2.0)
 # CPU activations with at least this many pixels are convolved channels-last (faster in oneDNN there).
 _CHANNELS_LAST_MIN_PIXELS = 64 * 64
-SHARED_WEIGHT_BATCHES = False
-"""Run a batch's modulated convs in the shared-weight form (see ``_modulated_conv2d``); off by default, so
-that an image renders bit for bit the same alone or in any batch."""
+SHARED_WEIGHT_BATCHES = True
+"""Run a batch's modulated convs in the shared-weight form (see ``_modulated_conv2d``); set False for the
+per-sample form (a batch then costs its images one at a time)."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -351,8 +352,8 @@ def _modulated_conv2d(
     """Per-sample modulated conv with padding k-1 (output grows by k-1).
 
     x: (N, I, H, W), weight: (O, I, k, k), styles: (N, I) -> (N, O, H+k-1, W+k-1).
-    Per sample (the default): styles and demodulation scale the weight, one ordinary conv per sample.
-    With :data:`SHARED_WEIGHT_BATCHES`: styles scale the input, ONE conv with the shared weight, the
+    One sample (or :data:`SHARED_WEIGHT_BATCHES` off): styles and demodulation scale the weight, one
+    ordinary conv per sample. A batch: styles scale the input, ONE conv with the shared weight, the
     demodulation coefficients scale the output (the same maths). Both are far faster than a grouped conv
     on the CPU; large CPU activations run channels-last.
     """
@@ -417,22 +418,26 @@ def _filtered_lrelu(
     out = torch.empty(n, c, h_out, w_out, dtype=x.dtype, device=x.device)
     per_row = n * c * tw_mid * x.element_size() * down  # bytes of the up-sampled rows behind one output row
     rows = max(1, _fir.CHUNK_BYTES // max(1, per_row))
-    for a in range(0, h_out, rows):
-        b = min(a + rows, h_out)
-        m0, m1, _ = rows_needed(a, b, th_mid, td_h, 1, down, (0, 0))  # up-sampled rows for out[a:b]
-        i0, i1, pad_h = rows_needed(m0, m1, h, len(tu_h), up, 1, (y_lo, y_hi))  # input rows for those
-        if i1 <= i0:
-            mid = x.new_zeros(n, c, m1 - m0, tw_mid)
-        else:
-            mid = fir1d(x[:, :, i0:i1], tu_w, -1, up=up, pad=(x_lo, x_hi))  # (N, C, rows, W*up')
-            mid = fir1d(mid, tu_h, -2, up=up, pad=pad_h)  # (N, C, m1 - m0, tw_mid)
-        mid = _lrelu_gain_clamp(mid, slope, gain, clamp)
-        if down_taps is None:  # a 2-D (radial) down filter: depthwise convolution of these rows
-            kernel = fd.flip([0, 1]).to(mid.dtype)[None, None].expand(c, 1, *fd.shape)  # (C, 1, T, T)
-            out[:, :, a:b] = F.conv2d(mid, kernel, stride=down, groups=c)
-        else:
-            mid = fir1d(mid, down_taps[1], -1, down=down)  # (N, C, m1 - m0, w_out)
-            fir1d(mid, down_taps[0], -2, down=down, out=out[:, :, a:b])
+    with ThreadPicker(
+        "sfvq.fir"
+    ) as picker:  # small ops a chunk: one thread when a busy core would stall them
+        for a in range(0, h_out, rows):
+            b = min(a + rows, h_out)
+            m0, m1, _ = rows_needed(a, b, th_mid, td_h, 1, down, (0, 0))  # up-sampled rows for out[a:b]
+            i0, i1, pad_h = rows_needed(m0, m1, h, len(tu_h), up, 1, (y_lo, y_hi))  # input rows for those
+            with picker.step():
+                if i1 <= i0:
+                    mid = x.new_zeros(n, c, m1 - m0, tw_mid)
+                else:
+                    mid = fir1d(x[:, :, i0:i1], tu_w, -1, up=up, pad=(x_lo, x_hi))  # (N, C, rows, W*up')
+                    mid = fir1d(mid, tu_h, -2, up=up, pad=pad_h)  # (N, C, m1 - m0, tw_mid)
+                mid = _lrelu_gain_clamp(mid, slope, gain, clamp)
+                if down_taps is None:  # a 2-D (radial) down filter: depthwise convolution of these rows
+                    kernel = fd.flip([0, 1]).to(mid.dtype)[None, None].expand(c, 1, *fd.shape)  # (C, 1, T, T)
+                    out[:, :, a:b] = F.conv2d(mid, kernel, stride=down, groups=c)
+                else:
+                    mid = fir1d(mid, down_taps[1], -1, down=down)  # (N, C, m1 - m0, w_out)
+                    fir1d(mid, down_taps[0], -2, down=down, out=out[:, :, a:b])
     return out
 
 
