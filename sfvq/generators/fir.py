@@ -26,11 +26,6 @@ _SEPARABLE_RTOL = 1e-6
 # Output rows of a chunked 2-D filter are sized so that a chunk's intermediate stays near this many bytes.
 CHUNK_BYTES = 4 * 2**20
 
-# Passes whose outputs each sum at least this many taps run as a depthwise convolution (StyleGAN3's 12-
-# and 24-tap filters; several times faster there); shorter ones as sums of shifted slices (bit-exact
-# across chunks and batches, and as fast for StyleGAN2's 4 taps).
-CONV_MIN_TAPS = 6
-
 
 def separable_taps(f: torch.Tensor) -> tuple[list[float], list[float]] | None:
     """Factor a filter into (taps along H, taps along W) with ``f = outer(taps_h, taps_w)``.
@@ -203,53 +198,12 @@ def fir1d(
     if _needs_grad(x):
         y = _fir1d_autograd(x, taps, dim, up, down, pad)
         return y if out is None else out.copy_(y)
-    if x.ndim == 4 and (T // up if up > 1 else T) >= CONV_MIN_TAPS:
-        y = _fir1d_conv(x, taps, dim, up, down, pad)
-        return y if out is None else out.copy_(y)
     if out is None:
         shape = list(x.shape)
         shape[dim] = L if up > 1 else (L + down - 1) // down
         out = _empty(x, shape)
     _fir1d_inplace(x, taps, dim, up, down, pad, out)
     return out
-
-
-def _fir1d_conv(
-    x: torch.Tensor, taps: Sequence[float], dim: int, up: int, down: int, pad: tuple[int, int]
-) -> torch.Tensor:
-    """:func:`fir1d` of x (N, C, H, W) as ONE depthwise convolution (oneDNN's, fast for long filters).
-
-    Each output phase is a channel of the convolution (weights (C * phases, 1, 1, K) or (.., K, 1)),
-    strided when down-sampling; the phases are then interleaved by one copy into the output.
-    """
-    n_dim, T = x.shape[dim], len(taps)
-    L, phases = _terms(n_dim, T, up, down, pad)
-    step = down if up == 1 else 1
-    offsets = [o for _, _, terms in phases for _, o in terms]
-    o_min, o_max = min(offsets), max(offsets)
-    K, P = o_max - o_min + 1, len(phases)
-    q_max = max(count for _, count, _ in phases)
-    kernel = torch.zeros(P, K, dtype=torch.float64)  # correlation weights of each phase
-    for p, (_, _, terms) in enumerate(phases):
-        for t, o in terms:
-            kernel[p, o - o_min] += taps[t]
-    c = x.shape[1]
-    shape = (c * P, 1, 1, K) if dim == -1 else (c * P, 1, K, 1)
-    weight = kernel.to(device=x.device, dtype=x.dtype).repeat(c, 1).reshape(shape)
-    # xp[i] = x[i + o_min]; the last output reads xp[(q_max - 1) * step + K - 1]
-    xp = _pad1d(x, dim, -o_min, (q_max - 1) * step + o_max + 1 - n_dim)
-    stride = (1, step) if dim == -1 else (step, 1)
-    y = F.conv2d(xp, weight, stride=stride, groups=c)  # (N, C*P, H, q_max) or (N, C*P, q_max, W)
-    if P == 1:
-        return y
-    shape_out = list(x.shape)
-    shape_out[dim] = q_max * P
-    out = _empty(y, shape_out)
-    if dim == -1:  # out[..., up*q + phi] = y[:, c*P + phi, :, q]
-        out.unflatten(3, (q_max, P)).copy_(y.unflatten(1, (c, P)).permute(0, 1, 3, 4, 2))
-    else:
-        out.unflatten(2, (q_max, P)).copy_(y.unflatten(1, (c, P)).permute(0, 1, 3, 2, 4))
-    return _take(out, dim, 0, L)
 
 
 def rows_needed(
