@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from sfvq.threads import ThreadPicker
+
 # Rows per chunk are chosen so that one (rows, K) block of float32 stays near this many bytes.
 _CHUNK_BYTES = 4 * 2**20
 
@@ -91,11 +93,13 @@ class Projection:
         d = c[1:] - c[:-1]  # (S, D)
         out = torch.empty(self.segment.shape[0], c.shape[1], dtype=c.dtype, device=c.device)
         rows = chunk_rows(c.shape[1])
-        for start in range(0, out.shape[0], rows):
-            seg = self.segment[start : start + rows]
-            part = out[start : start + rows]
-            torch.index_select(c, 0, seg, out=part)  # segment start corners
-            part.addcmul_(d.index_select(0, seg), self.lam[start : start + rows].unsqueeze(1))
+        with ThreadPicker("sfvq.points") as picker:
+            for start in range(0, out.shape[0], rows):
+                with picker.step():
+                    seg = self.segment[start : start + rows]
+                    part = out[start : start + rows]
+                    torch.index_select(c, 0, seg, out=part)  # segment start corners
+                    part.addcmul_(d.index_select(0, seg), self.lam[start : start + rows].unsqueeze(1))
         return out
 
 
@@ -141,14 +145,16 @@ def project(
     dists = torch.empty(N, dtype=x.dtype, device=x.device)
     # Chunks sized by the wider of the (n, K) scores and the (n, D) centred rows stay cache-friendly.
     rows = chunk_size or chunk_rows(max(K, x.shape[1]))
-    for start in range(0, N, rows):
-        xc = x[start : start + rows] - centre  # (n, D)
-        g = xc @ c.T  # (n, K): <x, c_k>, the only O(n D K) work
-        seg, lam, score = chunk_fn(g, dd, ad, aa, inv_dd)
-        # score = ||x - point||^2 - ||x||^2; clamp the rounding of points lying on the curve
-        dists[start : start + rows] = (score + torch.linalg.vecdot(xc, xc)).clamp_min_(0)
-        segs[start : start + rows] = seg
-        lams[start : start + rows] = lam
+    with ThreadPicker("sfvq.project") as picker:  # small ops a chunk: see sfvq.threads
+        for start in range(0, N, rows):
+            with picker.step():
+                xc = x[start : start + rows] - centre  # (n, D)
+                g = xc @ c.T  # (n, K): <x, c_k>, the only O(n D K) work
+                seg, lam, score = chunk_fn(g, dd, ad, aa, inv_dd)
+                # score = ||x - point||^2 - ||x||^2; clamp the rounding of points lying on the curve
+                dists[start : start + rows] = (score + torch.linalg.vecdot(xc, xc)).clamp_min_(0)
+                segs[start : start + rows] = seg
+                lams[start : start + rows] = lam
     return Projection(corners, segs, lams, dists)
 
 

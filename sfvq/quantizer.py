@@ -23,6 +23,7 @@ from sfvq import curve, dist
 from sfvq.atomic import atomic_path
 from sfvq.schedule import DEFAULT_SCHEDULE  # the defaults of the fit settings (plain data)
 from sfvq.shards import Rows, as_rows
+from sfvq.threads import ThreadPicker
 
 FORMAT_NAME = "sfvq.curve"
 FORMAT_VERSION = 1
@@ -535,51 +536,53 @@ class SFVQ:
             first_epoch, step = int(resumed["epoch"]), int(resumed["step"])
             losses, seconds_before = list(resumed["losses"]), float(resumed["seconds"])
         emit("stage_start", {"bits": bits, "epochs": self.epochs, "steps": total})
-        for epoch in range(first_epoch, self.epochs):
-            if resumed is not None and epoch == first_epoch:
-                now = gen.get_state()
-                epoch_state = resumed["epoch_gen_state"]
-                gen.set_state(epoch_state)
-                perm = torch.randperm(N, generator=gen, device=rows.device)  # the epoch's permutation again
-                gen.set_state(now)
-                total_loss = torch.tensor(resumed["epoch_loss"], dtype=torch.float64, device=rows.device)
-                done = step - epoch * steps_per_epoch  # batches of this epoch already taken
-            else:
-                epoch_state = gen.get_state()
-                perm = torch.randperm(N, generator=gen, device=rows.device)
-                total_loss = torch.zeros((), dtype=torch.float64, device=rows.device)
-                done = 0
-            for idx in torch.split(perm, B)[done:]:
-                lo, hi = dist.split_range(idx.numel(), world, rank)
-                xb = rows.take(idx[lo:hi], torch.float32)  # (b, D) this process's slice of the batch
-                loss, grad = self._batch_loss_and_grad(xb, C, gen, batch_total=idx.numel())
-                if world > 1:
-                    packed = dist.all_reduce_sum_(torch.cat([grad.flatten(), loss.reshape(1)]))
-                    grad, loss = packed[:-1].view_as(C), packed[-1]
-                opt.step(grad, self._lr_at(step, total))
-                total_loss += loss.double() * idx.numel()
-                step += 1
-                emit("step", {"bits": bits, "epoch": epoch, "step": step, "loss": loss})
-                if saver is not None and saver.every and step % saver.every == 0 and step < total:
-                    saver.save(
-                        gen,
-                        bits,
-                        stage={
-                            "C": C,
-                            "adam_m": opt.m,
-                            "adam_v": opt.v,
-                            "adam_t": opt.t,
-                            "epoch": epoch,
-                            "step": step,
-                            "epoch_loss": float(total_loss),
-                            "epoch_gen_state": epoch_state,
-                            "losses": losses,
-                            "seconds": seconds_before + time.perf_counter() - start_time,
-                        },
-                    )
-            rows.release()
-            losses.append(float(total_loss) / N)
-            emit("epoch_end", {"bits": bits, "epoch": epoch, "loss": losses[-1]})
+        with ThreadPicker("sfvq.fit") as picker:
+            for epoch in range(first_epoch, self.epochs):
+                if resumed is not None and epoch == first_epoch:
+                    now = gen.get_state()
+                    epoch_state = resumed["epoch_gen_state"]
+                    gen.set_state(epoch_state)
+                    perm = torch.randperm(N, generator=gen, device=rows.device)  # the epoch's permutation again
+                    gen.set_state(now)
+                    total_loss = torch.tensor(resumed["epoch_loss"], dtype=torch.float64, device=rows.device)
+                    done = step - epoch * steps_per_epoch  # batches of this epoch already taken
+                else:
+                    epoch_state = gen.get_state()
+                    perm = torch.randperm(N, generator=gen, device=rows.device)
+                    total_loss = torch.zeros((), dtype=torch.float64, device=rows.device)
+                    done = 0
+                for idx in torch.split(perm, B)[done:]:
+                    lo, hi = dist.split_range(idx.numel(), world, rank)
+                    with picker.step():  # many small ops a step: see sfvq.threads
+                        xb = rows.take(idx[lo:hi], torch.float32)  # (b, D) this process's slice of the batch
+                        loss, grad = self._batch_loss_and_grad(xb, C, gen, batch_total=idx.numel())
+                        if world > 1:
+                            packed = dist.all_reduce_sum_(torch.cat([grad.flatten(), loss.reshape(1)]))
+                            grad, loss = packed[:-1].view_as(C), packed[-1]
+                        opt.step(grad, self._lr_at(step, total))
+                        total_loss += loss.double() * idx.numel()
+                    step += 1
+                    emit("step", {"bits": bits, "epoch": epoch, "step": step, "loss": loss})
+                    if saver is not None and saver.every and step % saver.every == 0 and step < total:
+                        saver.save(
+                            gen,
+                            bits,
+                            stage={
+                                "C": C,
+                                "adam_m": opt.m,
+                                "adam_v": opt.v,
+                                "adam_t": opt.t,
+                                "epoch": epoch,
+                                "step": step,
+                                "epoch_loss": float(total_loss),
+                                "epoch_gen_state": epoch_state,
+                                "losses": losses,
+                                "seconds": seconds_before + time.perf_counter() - start_time,
+                            },
+                        )
+                rows.release()
+                losses.append(float(total_loss) / N)
+                emit("epoch_end", {"bits": bits, "epoch": epoch, "loss": losses[-1]})
         return C, losses, seconds_before + time.perf_counter() - start_time
 
     def _batch_loss_and_grad(

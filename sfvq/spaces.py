@@ -26,6 +26,7 @@ import torch
 from sfvq.generators.base import Generator
 from sfvq.io import atomic_path, write_json
 from sfvq.latents import class_vectors, sample_latents, z_for_seeds
+from sfvq.membudget import render_batch_size
 from sfvq.pca import pca
 
 KINDS = ("w", "z", "features")
@@ -229,15 +230,18 @@ class LatentSpace:
 
     @torch.no_grad()
     def render_full(
-        self, full: torch.Tensor, batch_size: int = 32, resolution: int | None = None
+        self, full: torch.Tensor, batch_size: int | None = None, resolution: int | None = None
     ) -> torch.Tensor:
         """Full tensors (n, num_ws, full_dim) -> images (n, C, H, W) on the CPU.
 
+        ``batch_size`` images at a time (None: as many as the memory budget allows), never more than
+        :func:`sfvq.membudget.render_batch_size` allows for this generator.
         ``resolution``: images at that many pixels on the longer side (None: the generator's full size),
         rendered the generator's way (:meth:`~sfvq.generators.base.Generator.synthesis_at`: a StyleGAN2
         stops at that block, other generators render at full size and downsample).
         """
         out = []
+        batch_size = render_batch_size(self.G, batch_size)
         for part in torch.split(torch.as_tensor(full, dtype=torch.float32), batch_size):
             part = part.to(self.G.device)
             n = part.shape[0]
@@ -258,7 +262,7 @@ class LatentSpace:
         return torch.cat(out)
 
     def render(
-        self, v: torch.Tensor | np.ndarray, batch_size: int = 32, resolution: int | None = None
+        self, v: torch.Tensor | np.ndarray, batch_size: int | None = None, resolution: int | None = None
     ) -> torch.Tensor:
         """Space vectors (n, dim) -> images (n, C, H, W) (at ``resolution`` px, as :meth:`render_full`)."""
         return self.render_full(self.to_full(v), batch_size, resolution)

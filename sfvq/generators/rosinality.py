@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from sfvq.generators import limits
 from sfvq.generators.base import GeneratorBase, GeneratorError
+from sfvq.generators.fir import upfirdn2d
 from sfvq.generators.limits import brief_text
 from sfvq.generators.torch_checkpoint import check_loaded_tensors, check_torch_file
 
@@ -263,20 +264,22 @@ def _lrelu(x: torch.Tensor) -> torch.Tensor:
 
 
 def _fir(x: torch.Tensor, kernel: torch.Tensor, pad0: int, pad1: int) -> torch.Tensor:
-    """Pad each spatial side (before=pad0, after=pad1), then a depthwise true convolution with ``kernel``."""
-    c = x.shape[1]
-    x = F.pad(x, [pad0, pad1, pad0, pad1])  # (N, C, H + p0 + p1, W + p0 + p1)
-    w = kernel.flip([0, 1])[None, None].expand(c, 1, *kernel.shape)  # (C, 1, K, K)
-    return F.conv2d(x, w, groups=c)
+    """Pad each spatial side (before=pad0, after=pad1), then a per-channel true convolution with ``kernel``.
+
+    A separable kernel (rosinality's ``make_kernel`` of a 1-D one) runs as two 1-D passes of shifted
+    slices (:mod:`sfvq.generators.fir`): no padded copy and no many-fold expansion.
+    """
+    return upfirdn2d(x, kernel, padding=(pad0, pad1, pad0, pad1))
 
 
 def _upsample2x(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Zero-insertion 2x upsampling, then the FIR ``kernel`` (scaled by 4): (N, C, H, W) -> (N, C, 2H, 2W)."""
-    n, c, h, w = x.shape
-    up = x.new_zeros(n, c, 2 * h, 2 * w)  # (N, C, 2H, 2W)
-    up[:, :, ::2, ::2] = x
+    """Zero-insertion 2x upsampling, then the FIR ``kernel`` (scaled by 4): (N, C, H, W) -> (N, C, 2H, 2W).
+
+    Polyphase: the zero-inserted image is never built.
+    """
     p = kernel.shape[0] - 2
-    return _fir(up, kernel, (p + 1) // 2 + 1, p // 2)
+    pad0, pad1 = (p + 1) // 2 + 1, p // 2
+    return upfirdn2d(x, kernel, up=2, padding=(pad0, pad1, pad0, pad1))
 
 
 class RosinalityGenerator(GeneratorBase):

@@ -24,9 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sfvq.generators import fir as _fir
 from sfvq.generators import limits
 from sfvq.generators.base import GeneratorError
+from sfvq.generators.fir import fir1d, rows_needed, separable_taps, upfirdn2d
 from sfvq.generators.limits import brief, brief_text
+from sfvq.threads import ThreadPicker
 
 __all__ = [
     "NOISE_MODES",
@@ -72,6 +75,11 @@ _MAPPING_PASSED_KEYS = ("z_dim", "c_dim", "w_dim", "num_ws")
 
 _LRELU_SLOPE = 0.2
 _LRELU_GAIN = math.sqrt(2.0)
+# CPU activations with at least this many pixels are convolved channels-last (faster in oneDNN there).
+_CHANNELS_LAST_MIN_PIXELS = 64 * 64
+SHARED_WEIGHT_BATCHES = True
+"""Run a batch's modulated convs in the shared-weight form (see ``_modulated_conv2d``); set False for the
+per-sample form (a batch then costs its images one at a time)."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -415,28 +423,10 @@ def _upfirdn2d(
     """Upsample (zero insertion), pad (negative crops), FIR-filter ("valid"), downsample.
 
     x: (N, C, H, W). f: None (identity), (T,) separable or (T, T) 2-D filter. padding is
-    (x_lo, x_hi, y_lo, y_hi). The gain is spread over the two 1-D passes of a separable filter.
+    (x_lo, x_hi, y_lo, y_hi). The gain is spread over the two 1-D passes of a separable filter, which
+    run polyphase (no zero-inserted image) and strided (no discarded outputs): :mod:`sfvq.generators.fir`.
     """
-    n, c, h, w = x.shape
-    if up > 1:
-        # Each pixel followed by up-1 zeros along both axes.
-        x = x.reshape(n, c, h, 1, w, 1)
-        x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])  # (N, C, H, up, W, up)
-        x = x.reshape(n, c, h * up, w * up)
-    x = F.pad(x, list(padding))  # (N, C, H', W'), negative values crop
-    if f is None:
-        if gain != 1:
-            x = x * gain
-        return x[:, :, ::down, ::down] if down > 1 else x
-    # Convolution (not correlation), so flip; keeping every down-th output = a strided "valid" conv.
-    f = f.to(dtype=x.dtype).flip(list(range(f.ndim)))
-    if f.ndim == 1:
-        f = f * (gain**0.5)
-        taps = f.numel()
-        x = F.conv2d(x, f.view(1, 1, 1, taps).expand(c, 1, 1, taps), stride=(1, down), groups=c)  # along W
-        return F.conv2d(x, f.view(1, 1, taps, 1).expand(c, 1, taps, 1), stride=(down, 1), groups=c)  # along H
-    f = f * gain
-    return F.conv2d(x, f[None, None].expand(c, 1, *f.shape), stride=down, groups=c)
+    return upfirdn2d(x, f, up=up, down=down, padding=padding, gain=gain)
 
 
 def _modulated_conv2d(
@@ -449,20 +439,32 @@ def _modulated_conv2d(
     """Per-sample modulated conv with padding k-1 (output grows by k-1).
 
     x: (N, I, H, W), weight: (O, I, k, k), styles: (N, I) -> (N, O, H+k-1, W+k-1).
+    One sample (or :data:`SHARED_WEIGHT_BATCHES` off): styles and demodulation scale the weight, one
+    ordinary conv per sample. A batch: styles scale the input, ONE conv with the shared weight, the
+    demodulation coefficients scale the output (the same maths). Both are far faster than a grouped conv
+    on the CPU; large CPU activations run channels-last.
     """
     n, i_ch, h, w = x.shape
     o_ch, _, kh, kw = weight.shape
     if demodulate:
         weight = weight * weight.square().mean(dim=[1, 2, 3], keepdim=True).rsqrt()  # (O, I, k, k)
         styles = styles * styles.square().mean().rsqrt()  # (N, I)
-    wts = weight.unsqueeze(0) * styles.reshape(n, 1, i_ch, 1, 1)  # (N, O, I, k, k)
-    if demodulate:
-        wts = wts * (wts.square().sum(dim=[2, 3, 4], keepdim=True) + 1e-8).rsqrt()
-    wts = wts * input_gain
-    out = F.conv2d(
-        x.reshape(1, n * i_ch, h, w), wts.reshape(n * o_ch, i_ch, kh, kw), padding=(kh - 1, kw - 1), groups=n
-    )  # (1, N*O, H+k-1, W+k-1)
-    return out.reshape(n, o_ch, out.shape[2], out.shape[3])
+    if kh > 1 and h * w >= _CHANNELS_LAST_MIN_PIXELS and x.device.type == "cpu":
+        x = x.contiguous(memory_format=torch.channels_last)
+    pad = (kh - 1, kw - 1)
+    if SHARED_WEIGHT_BATCHES and n > 1:
+        y = F.conv2d(x * styles.reshape(n, i_ch, 1, 1), weight * input_gain, padding=pad)  # (N, O, H', W')
+        if demodulate:
+            dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # (N, O)
+            y = y.mul_(dcoefs.reshape(n, o_ch, 1, 1))  # a fresh conv output: in place is safe for autograd
+        return y
+    outs = []
+    for k in range(n):
+        wts = weight * styles[k].reshape(1, i_ch, 1, 1)  # (O, I, k, k)
+        if demodulate:
+            wts = wts * (wts.square().sum(dim=[1, 2, 3], keepdim=True) + 1e-8).rsqrt()
+        outs.append(F.conv2d(x[k : k + 1], wts * input_gain, padding=pad))  # (1, O, H+k-1, W+k-1)
+    return outs[0] if n == 1 else torch.cat(outs)
 
 
 def _filtered_lrelu(
@@ -477,16 +479,65 @@ def _filtered_lrelu(
     slope: float,
     clamp: float | None,
 ) -> torch.Tensor:
-    """Bias, upsample x up (gain up²), leaky ReLU (slope, gain), clamp, downsample x down. x: (N, C, H, W)."""
-    x = x + bias.reshape(1, -1, 1, 1)
-    x = _upfirdn2d(x, up_filter, up=up, padding=padding, gain=float(up * up))
+    """Bias, upsample x up (gain up²), leaky ReLU (slope, gain), clamp, downsample x down. x: (N, C, H, W).
+
+    Without gradients the whole chain runs chunk by chunk of output rows: only the rows of the
+    up-sampled image that a chunk needs exist at any time (never the whole up² times larger image).
+    """
+    ones = torch.ones(1)
+    up_taps = separable_taps(up_filter if up_filter is not None else ones)
+    if (torch.is_grad_enabled() and x.requires_grad) or up_taps is None:
+        x = x + bias.reshape(1, -1, 1, 1)
+        x = _upfirdn2d(x, up_filter, up=up, padding=padding, gain=float(up * up))
+        x = _lrelu_gain_clamp(x, slope, gain, clamp)
+        return _upfirdn2d(x, down_filter, down=down)
+    fd = down_filter if down_filter is not None else ones
+    down_taps = separable_taps(fd)
+    n, c, h, w = x.shape
+    x_lo, x_hi, y_lo, y_hi = padding
+    tu_h, tu_w = ([t * up for t in taps] for taps in up_taps)  # gain up per axis
+    th_mid = h * up + y_lo + y_hi - len(tu_h) + 1  # rows of the up-sampled image
+    tw_mid = w * up + x_lo + x_hi - len(tu_w) + 1
+    td_h = fd.shape[0]
+    h_out = (th_mid - td_h) // down + 1
+    w_out = (tw_mid - (fd.shape[-1] if fd.ndim == 2 else td_h)) // down + 1
+    x = x + bias.reshape(1, -1, 1, 1)  # (N, C, H, W)
+    out = torch.empty(n, c, h_out, w_out, dtype=x.dtype, device=x.device)
+    per_row = n * c * tw_mid * x.element_size() * down  # bytes of the up-sampled rows behind one output row
+    rows = max(1, _fir.CHUNK_BYTES // max(1, per_row))
+    with ThreadPicker(
+        "sfvq.fir"
+    ) as picker:  # small ops a chunk: one thread when a busy core would stall them
+        for a in range(0, h_out, rows):
+            b = min(a + rows, h_out)
+            m0, m1, _ = rows_needed(a, b, th_mid, td_h, 1, down, (0, 0))  # up-sampled rows for out[a:b]
+            i0, i1, pad_h = rows_needed(m0, m1, h, len(tu_h), up, 1, (y_lo, y_hi))  # input rows for those
+            with picker.step():
+                if i1 <= i0:
+                    mid = x.new_zeros(n, c, m1 - m0, tw_mid)
+                else:
+                    mid = fir1d(x[:, :, i0:i1], tu_w, -1, up=up, pad=(x_lo, x_hi))  # (N, C, rows, W*up')
+                    mid = fir1d(mid, tu_h, -2, up=up, pad=pad_h)  # (N, C, m1 - m0, tw_mid)
+                mid = _lrelu_gain_clamp(mid, slope, gain, clamp)
+                if down_taps is None:  # a 2-D (radial) down filter: depthwise convolution of these rows
+                    kernel = fd.flip([0, 1]).to(mid.dtype)[None, None].expand(c, 1, *fd.shape)  # (C, 1, T, T)
+                    out[:, :, a:b] = F.conv2d(mid, kernel, stride=down, groups=c)
+                else:
+                    mid = fir1d(mid, down_taps[1], -1, down=down)  # (N, C, m1 - m0, w_out)
+                    fir1d(mid, down_taps[0], -2, down=down, out=out[:, :, a:b])
+    return out
+
+
+def _lrelu_gain_clamp(x: torch.Tensor, slope: float, gain: float, clamp: float | None) -> torch.Tensor:
+    """``clamp(lrelu_slope(x) * gain)``, in place unless x needs a gradient."""
+    inplace = not (torch.is_grad_enabled() and x.requires_grad)
     if slope != 1:
-        x = F.leaky_relu(x, negative_slope=slope)
+        x = F.leaky_relu_(x, negative_slope=slope) if inplace else F.leaky_relu(x, negative_slope=slope)
     if gain != 1:
-        x = x * gain
+        x = x.mul_(gain) if inplace else x * gain
     if clamp is not None:
-        x = x.clamp(-clamp, clamp)
-    return _upfirdn2d(x, down_filter, down=down)
+        x = x.clamp_(-clamp, clamp) if inplace else x.clamp(-clamp, clamp)
+    return x
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,0 +1,148 @@
+"""How many images to render at once: a per-image memory estimate held against a memory budget.
+
+Rendering memory grows linearly with the batch: at 1024 px a StyleGAN2 image passes through activations of
+32 channels x 1024 x 1024 (128 MiB in float32), and a few of those are alive at once. The batch is
+therefore chosen from the generator's widest activation and a budget: by default half the memory the
+machine has available (``MemAvailable`` of /proc/meminfo, or the free memory of the CUDA device), and on
+the CPU at most :data:`CPU_BUDGET_CAP`, so that a render's peak stays predictable on a shared machine.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "CPU_BUDGET_CAP",
+    "LIVE_ACTIVATIONS",
+    "auto_batch_size",
+    "available_memory",
+    "default_budget",
+    "image_bytes",
+    "render_batch_size",
+    "widest_activation",
+]
+
+CPU_BUDGET_CAP = 2 * 2**30
+"""Largest default rendering budget on the CPU (bytes), whatever the machine has free."""
+
+BUDGET_SHARE = 0.5
+"""Share of the available memory that the default budget takes."""
+
+LIVE_ACTIVATIONS = 3
+"""Activations of the widest size alive at once in a batched layer: its input, the style-scaled input,
+its output (the FIR and the bias/activation work in place or row by row; measured in
+``benchmarks/fullsize.py``)."""
+
+_MEMINFO = Path("/proc/meminfo")
+
+
+def available_memory(device: torch.device | str | None = None) -> int:
+    """Bytes that can be allocated now: the CUDA device's free memory, or the machine's ``MemAvailable``."""
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(dev)
+        return int(free)
+    try:
+        for line in _MEMINFO.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024  # the file counts kB
+    except (OSError, ValueError, IndexError):
+        pass
+    try:  # not Linux (or no /proc): free physical pages
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (OSError, ValueError, AttributeError):
+        return CPU_BUDGET_CAP
+
+
+def default_budget(device: torch.device | str | None = None) -> int:
+    """The default rendering budget (bytes): half the available memory, at most CPU_BUDGET_CAP on the CPU."""
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    budget = int(available_memory(dev) * BUDGET_SHARE)
+    return min(budget, CPU_BUDGET_CAP) if dev.type != "cuda" else budget
+
+
+def _modules(G: Any) -> Iterator[nn.Module]:
+    """The torch modules behind a generator: G itself, or the modules among its attributes."""
+    if isinstance(G, nn.Module):
+        yield G
+        return
+    for value in getattr(G, "__dict__", {}).values():
+        if isinstance(value, nn.Module):
+            yield value
+
+
+def _stylegan2_rule(resolution: int) -> int:
+    """Widest activation under StyleGAN2's channel rule min(32768 / r, 512) over r = 4 .. resolution."""
+    best, r = 0, 4
+    while r <= max(4, resolution):
+        best = max(best, min(32768 // r, 512) * r * r)
+        r *= 2
+    return best
+
+
+def widest_activation(G: Any) -> int:
+    """Elements (channels x height x width) of the largest activation one image passes through.
+
+    Read from the network where it says: StyleGAN2 layers (``resolution`` and a conv ``weight``), StyleGAN3
+    layers (``spec`` with sizes and channels, including the conv's grown output), rosinality's
+    ``config.channels``. Otherwise StyleGAN2's channel rule at ``G.img_resolution`` is assumed.
+    """
+    best = 0
+    for module in _modules(G):
+        for m in module.modules():
+            spec = getattr(m, "spec", None)
+            if spec is not None and hasattr(spec, "out_size") and hasattr(spec, "in_channels"):
+                grown = [s + spec.conv_kernel - 1 for s in spec.in_size]
+                best = max(
+                    best,
+                    spec.in_channels * math.prod(spec.in_size),
+                    spec.out_channels * math.prod(grown),
+                    spec.out_channels * math.prod(spec.out_size),
+                )
+                continue
+            res, weight = getattr(m, "resolution", None), getattr(m, "weight", None)
+            if isinstance(res, int) and isinstance(weight, torch.Tensor) and weight.ndim == 4:
+                up = int(getattr(m, "up", 1) or 1)  # an up-sampling layer reads res/up pixels
+                best = max(best, weight.shape[0] * res * res, weight.shape[1] * (res // up) ** 2)
+    channels = getattr(getattr(G, "config", None), "channels", None)
+    if isinstance(channels, Mapping):
+        best = max([best] + [int(c) * int(r) * int(r) for r, c in channels.items()])
+    if best == 0:
+        best = _stylegan2_rule(int(getattr(G, "img_resolution", 0) or 0))
+    return best
+
+
+def image_bytes(G: Any) -> int:
+    """Estimated peak memory (bytes) of rendering one image with G in float32, the output included."""
+    res = int(getattr(G, "img_resolution", 0) or 0)
+    out = int(getattr(G, "img_channels", 3) or 3) * res * res
+    return 4 * (LIVE_ACTIVATIONS * widest_activation(G) + out)
+
+
+def auto_batch_size(G: Any, budget_bytes: int | None = None, limit: int | None = None) -> int:
+    """Images to render at once with G so that their activations fit ``budget_bytes``.
+
+    ``budget_bytes`` defaults to :func:`default_budget` on G's device; ``limit`` caps the result. At least 1.
+    """
+    if budget_bytes is None:
+        budget_bytes = default_budget(getattr(G, "device", None))
+    if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int) or budget_bytes < 0:
+        raise ValueError(f"budget_bytes must be a non-negative int, got {budget_bytes!r}")
+    n = max(1, budget_bytes // max(1, image_bytes(G)))
+    return n if limit is None else max(1, min(n, int(limit)))
+
+
+def render_batch_size(G: Any, requested: int | None = None, budget_bytes: int | None = None) -> int:
+    """The batch to render with: ``requested`` (None: no preference) lowered to what the budget allows."""
+    if requested is not None and (
+        isinstance(requested, bool) or not isinstance(requested, int) or requested < 1
+    ):
+        raise ValueError(f"batch_size must be a positive int or None, got {requested!r}")
+    return auto_batch_size(G, budget_bytes, limit=requested)
