@@ -542,9 +542,11 @@ class SFVQ:
                     now = gen.get_state()
                     epoch_state = resumed["epoch_gen_state"]
                     gen.set_state(epoch_state)
-                    perm = torch.randperm(N, generator=gen, device=rows.device)  # the epoch's permutation again
+                    perm = torch.randperm(N, generator=gen, device=rows.device)  # this epoch's order again
                     gen.set_state(now)
-                    total_loss = torch.tensor(resumed["epoch_loss"], dtype=torch.float64, device=rows.device)
+                    total_loss = torch.tensor(
+                        resumed["epoch_loss"], dtype=torch.float64, device=rows.device
+                    )
                     done = step - epoch * steps_per_epoch  # batches of this epoch already taken
                 else:
                     epoch_state = gen.get_state()
