@@ -106,6 +106,9 @@ class _FakeG:
         self.calls.append(ws.shape[0])
         return ws[:, :3, :1, None].expand(-1, 3, 2, 2)  # (N, 3, 2, 2)
 
+    def synthesis_at(self, ws: torch.Tensor, resolution: int | None = None, noise_mode: str = "const"):
+        return self.synthesis(ws, noise_mode)
+
 
 def test_render_full_chunks_by_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     G = _FakeG()
