@@ -95,7 +95,7 @@ class _LinearSpace:
     def edit(self, full: torch.Tensor, v: torch.Tensor, sigma: float, layers=None) -> torch.Tensor:
         return full + sigma * v.reshape(1, 1, -1)
 
-    def render_full(self, full: torch.Tensor, batch_size: int = 32, resolution: int | None = None) -> torch.Tensor:
+    def render_full(self, full: torch.Tensor, batch_size: int = 32, resolution: int | None = None):
         return full[:, 0, :, None, None].expand(-1, 3, 4, 4)  # (N, 3, 4, 4)
 
     render_edits = LatentSpace.render_edits  # the real edit-and-render, on this fake's edit and render_full
