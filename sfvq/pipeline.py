@@ -366,8 +366,6 @@ def validate(config: RunConfig, G: Any) -> str:
             "--full-res-corners", f"corner {bad[0]} does not exist: a {config.bits}-bit curve has 0-{K - 1}"
         )
     _render_batch(config, G)  # one image must fit in memory: said now, before anything is written
-    if config.full_res_corners:
-        _render_batch(RunConfig(config.network, config.outdir, full_res=True), G, "--full-res-corners")
     _check_memory(config, G, kind)
     return kind
 
@@ -419,10 +417,10 @@ def _check_memory(config: RunConfig, G: Any, kind: str) -> None:
         )
 
 
-def _render_batch(config: RunConfig, G: Any, option: str | None = None) -> int:
+def _render_batch(config: RunConfig, G: Any, option: str = "--device") -> int:
     """Images per generator call at the run's resolution (:func:`sfvq.render.render_batch_size`, capped by
-    ``--render-batch-size``); a :class:`ConfigError` naming ``option`` (default: the resolution's) where
-    one image is predicted not to fit."""
+    ``--render-batch-size``); a :class:`ConfigError` naming ``option`` (the device, whose memory it is)
+    where one image is predicted not to fit."""
     from sfvq.render import RenderMemoryError, render_batch_size
 
     try:
@@ -430,7 +428,7 @@ def _render_batch(config: RunConfig, G: Any, option: str | None = None) -> int:
             G, config.render_resolution(), cap=config.render_batch_size or DEFAULT_RENDER_BATCH
         )
     except RenderMemoryError as e:
-        raise ConfigError(option or ("--full-res" if config.full_res else "--preview-res"), str(e)) from e
+        raise ConfigError(option, str(e)) from e
 
 
 def clear_stale(outdir: Path) -> list[Path]:
@@ -950,7 +948,7 @@ class _Job:
         if self.side is None or self.side >= self.G.img_resolution:
             return None
         return (
-            f"Full size ({self.G.img_resolution} px): sfvq edit --model {self.out} --direction "
+            f"Full size ({self.G.img_resolution} px): sfvq edit --model {self.config.outdir} --direction "
             f"{self.eb}:SEGMENT for an edit grid; sfvq run ... --full-res-corners 0-3 for chosen corners "
             "or --full-res for everything."
         )

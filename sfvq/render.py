@@ -28,12 +28,11 @@ from sfvq.io import atomic_open, atomic_path
 from sfvq.progress import track
 from sfvq.spaces import LatentSpace, check_finite
 
+
 # ---------------------------------------------------------------------------------------------- memory
-RENDER_MEMORY_SHARE = 0.5  # of the memory available now, what rendering may take (the rest: the job, others)
-
-
 class RenderMemoryError(MemoryError):
-    """One image at the asked resolution would not fit in the memory available: said before rendering."""
+    """One image would not fit in the memory available: said before rendering, not by the kernel's OOM
+    killer half-way through a run."""
 
 
 def _gib(n: float) -> str:
@@ -63,35 +62,30 @@ def available_memory(device: str | torch.device = "cpu") -> int | None:
 def render_batch_size(
     G: Generator, resolution: int | None, budget: int | None = None, *, cap: int = 64
 ) -> int:
-    """How many images one generator call may render at ``resolution`` px within ``budget`` bytes.
+    """How many images one generator call may render (at ``resolution`` px), after checking that one fits.
 
-    ``budget`` None: :data:`RENDER_MEMORY_SHARE` of :func:`available_memory` on the generator's device
-    (unknown memory: ``cap``). One image is ``G.render_bytes(resolution)`` (a rough per-pixel estimate of
-    the activations); the answer lies in [1, cap]. Raises :class:`RenderMemoryError` when even one image
-    is predicted not to fit (over 90 % of the memory available, or over an explicit ``budget``), instead of
-    letting the operating system kill the process mid-run.
+    The estimate of one image is :func:`sfvq.membudget.image_bytes` (the generator's widest activations at
+    full size, which a preview never exceeds) and the batch :func:`sfvq.membudget.auto_batch_size` within
+    ``budget`` bytes (None: its default budget on the generator's device), at most ``cap``. Raises
+    :class:`RenderMemoryError` when even one image is predicted not to fit: over 90 % of the memory
+    available now, or over an explicit ``budget``.
     """
+    from sfvq import membudget
+
     if cap < 1:
         raise ValueError(f"cap must be >= 1, got {cap}")
-    per_image = max(1, int(G.render_bytes(resolution)))
-    side = resolution if resolution is not None else getattr(G, "img_resolution", "full")
-    if budget is None:
-        available = available_memory(G.device)
-        if available is None:
-            return cap
-        if per_image > 0.9 * available:
-            raise RenderMemoryError(
-                f"rendering one {side} px image of {G.name} needs about {_gib(per_image)}, but only "
-                f"{_gib(available)} of memory is available: free memory, render at a lower resolution "
-                "(--preview-res), or use a machine with more memory"
-            )
-        budget = int(RENDER_MEMORY_SHARE * available)
-    elif per_image > budget:
+    per_image = membudget.image_bytes(G)
+    side = getattr(G, "img_resolution", "?")
+    what = f"rendering one image of {G.name} ({side} px, a preview included) needs about {_gib(per_image)}"
+    if budget is not None and per_image > budget:
+        raise RenderMemoryError(f"{what}, over the {_gib(budget)} allowed")
+    available = available_memory(G.device)
+    if budget is None and available is not None and per_image > 0.9 * available:
         raise RenderMemoryError(
-            f"rendering one {side} px image of {G.name} needs about {_gib(per_image)}, over the "
-            f"{_gib(budget)} allowed"
+            f"{what}, but only {_gib(available)} of memory is available: free memory or use a machine "
+            "with more"
         )
-    return max(1, min(cap, budget // per_image))
+    return membudget.auto_batch_size(G, budget, limit=cap)
 
 
 # ---------------------------------------------------------------------------------------------- renders
@@ -381,7 +375,6 @@ def edit_grid(
 
 __all__ = [
     "FLAG_COLOUR",
-    "RENDER_MEMORY_SHARE",
     "GifWriter",
     "Mp4Writer",
     "RenderMemoryError",

@@ -265,6 +265,7 @@ def test_run_at_a_preview_resolution_with_full_size_corners(sg2, tmp_path):
         assert im.size == (16, 16)
     page = (out / "report.html").read_text()
     assert "rendered at 16 px, a preview of the generator&#x27;s 32 px" in page
+    assert f"sfvq edit --model {out} --direction 2:SEGMENT" in page  # the published folder, not staging
     summary = json.loads((out / "summary.json").read_text())
     assert summary["render"]["preview"] is True and summary["render"]["full_resolution"] == 32
     # --full-res renders everything at full size.
@@ -295,10 +296,7 @@ def test_validate_predicts_running_out_of_memory(sg2, tmp_path, monkeypatch):
     monkeypatch.setattr("sfvq.render.available_memory", lambda device: 1000)  # bytes
     with pytest.raises(ConfigError, match="needs about") as e:
         validate(RunConfig(network="x", outdir=tmp_path, bits=3, n=100), sg2)
-    assert e.value.option == "--preview-res"
-    with pytest.raises(ConfigError) as e:
-        validate(RunConfig(network="x", outdir=tmp_path, bits=3, n=100, full_res=True), sg2)
-    assert e.value.option == "--full-res"
+    assert e.value.option == "--device"
     assert not any(tmp_path.iterdir())
 
 

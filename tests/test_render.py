@@ -203,32 +203,31 @@ def test_render_vectors_and_edit_images_at_a_preview_resolution(sg2_space):
 
 # ---------------------------------------------------------------------------------------------- memory
 class _Sized:
-    """A stand-in generator that only says how large one render is."""
+    """A stand-in generator for the memory checks (its size comes from a patched image_bytes)."""
 
     name = "sized"
     img_resolution = 64
     device = torch.device("cpu")
 
-    def __init__(self, per_image: int) -> None:
-        self.per_image = per_image
-
-    def render_bytes(self, resolution=None):
-        return self.per_image
-
 
 def test_render_batch_size_fits_the_budget_and_refuses_what_cannot_fit(monkeypatch):
-    assert render_batch_size(_Sized(100), 32, budget=1000) == 10
-    assert render_batch_size(_Sized(100), 32, budget=1000, cap=4) == 4
-    assert render_batch_size(_Sized(100), 32, budget=150) == 1
-    with pytest.raises(RenderMemoryError, match="needs about"):
-        render_batch_size(_Sized(2000), 32, budget=1000)
-    # Without a budget: half of what is available; over 90 % of it for one image is refused up front.
+    from sfvq import membudget
+
+    monkeypatch.setattr(membudget, "image_bytes", lambda G: 100)
     monkeypatch.setattr("sfvq.render.available_memory", lambda device: 10_000)
-    assert render_batch_size(_Sized(1000), 32) == 5
-    with pytest.raises(RenderMemoryError, match="--preview-res"):
-        render_batch_size(_Sized(9500), 32)
-    monkeypatch.setattr("sfvq.render.available_memory", lambda device: None)
-    assert render_batch_size(_Sized(10**15), 32, cap=7) == 7  # unknown memory: the cap
+    assert render_batch_size(_Sized(), 32, budget=1000) == 10
+    assert render_batch_size(_Sized(), 32, budget=1000, cap=4) == 4
+    assert render_batch_size(_Sized(), 32, budget=150) == 1
+    with pytest.raises(RenderMemoryError, match="over the"):
+        render_batch_size(_Sized(), 32, budget=99)
+    # Without a budget: membudget's default; one image over 90 % of what is available is refused up front.
+    monkeypatch.setattr(membudget, "default_budget", lambda device=None: 500)
+    assert render_batch_size(_Sized(), 32) == 5
+    monkeypatch.setattr(membudget, "image_bytes", lambda G: 9500)
+    with pytest.raises(RenderMemoryError, match="only 0.0 GiB of memory is available"):
+        render_batch_size(_Sized(), 32)
+    monkeypatch.setattr("sfvq.render.available_memory", lambda device: None)  # unknown: not refused
+    assert render_batch_size(_Sized(), 32, cap=7) == 1
 
 
 def test_available_memory_reads_the_machine():

@@ -13,8 +13,8 @@ so that no caller ever asks which adapter it holds:
 * what the direction baselines read: ``style_weights`` / ``first_layer_map`` for SeFa,
   ``differentiable_layers`` / ``feature_fn`` for LatentCLR.
 
-* how an image is rendered below the full resolution (``synthesis_at``, ``render_features_at``) and
-  roughly how much memory one render takes (``render_bytes``), so that a job can preview a large generator.
+* how an image is rendered below the full resolution (``synthesis_at``, ``render_features_at``), so that
+  a job can preview a large generator.
 
 :class:`GeneratorBase` implements all of these with the common behaviour (NVIDIA's seeding, truncation in
 the mapping, no baseline support, previews rendered at full size and downsampled); an adapter inherits it
@@ -31,9 +31,6 @@ import torch
 import torch.nn.functional as F
 
 NOISE_MODES = ("const", "random", "none")
-# Rough peak bytes of activations per output pixel of one render, for generators that say nothing better:
-# measured on sfvq's StyleGAN2 at 1024 px (about 2.5 GiB for one image, 32 channels in the last block).
-RENDER_BYTES_PER_PIXEL = 2560
 
 
 class GeneratorError(ValueError):
@@ -168,10 +165,6 @@ class Generator(Protocol):
         resolution: int | None = None,
     ) -> torch.Tensor:
         """:meth:`render_features` at ``resolution`` px, as :meth:`synthesis_at`."""
-        ...
-
-    def render_bytes(self, resolution: int | None = None) -> int:
-        """Rough peak memory (bytes) of the activations of rendering one image at ``resolution``."""
         ...
 
 
@@ -312,12 +305,6 @@ class GeneratorBase:
     ) -> torch.Tensor:
         """:meth:`render_features` at ``resolution`` px: rendered at full size, then downsampled."""
         return downsample(self.render_features(layer, features, c, truncation_psi, noise_mode), resolution)
-
-    def render_bytes(self, resolution: int | None = None) -> int:
-        """Rough peak bytes of one render at ``resolution``: :data:`RENDER_BYTES_PER_PIXEL` per pixel of
-        the full-size image, which a default preview renders before downsampling."""
-        side = int(getattr(self, "img_resolution", 256))
-        return RENDER_BYTES_PER_PIXEL * side * side
 
     # ---- direction baselines ----------------------------------------------------------------------
     @property

@@ -264,39 +264,6 @@ class StyleGANGenerator(GeneratorBase):
         self._check_layer(layer)
         return self.synthesis_at(features, resolution, noise_mode)
 
-    def render_bytes(self, resolution: int | None = None) -> int:
-        """Rough peak bytes of rendering one image at ``resolution``. StyleGAN2: 80 bytes per channel and
-        pixel of the last block run (measured: about 2.5 GiB at 1024 px with 32 channels, 0.6 GiB for a
-        256 px preview with 128). StyleGAN3 renders at full size whatever the resolution: three float32
-        copies of its largest activation, a layer's input upsampled before its leaky ReLU (1.4 GiB at
-        1024 px for the -T config, 2.7 GiB for -R)."""
-        if self.family != "stylegan2":
-            cfg = getattr(self.network, "config", None)
-            if cfg is None:
-                return super().render_bytes(resolution)
-            peak = max(
-                L.out_channels * (L.in_size[0] * L.up_factor) * (L.in_size[1] * L.up_factor)
-                for L in cfg.layers
-            )  # elements of the largest upsampled activation
-            return 12 * peak
-        syn = self.network.synthesis
-        r = syn.stop_resolution(resolution)
-        return 80 * syn.channels[r] * r * r
-
-    def _check_layer(self, layer: str) -> None:
-        if layer not in self.layers:
-            raise ValueError(f"unknown layer {layer!r} for {self.family}; available layers: {self.layers}")
-
-    def features(self, z: torch.Tensor, c: Any, layer: str) -> torch.Tensor:
-        """Activations at ``layer``; for ``"w"`` these are the ws (N, num_ws, w_dim) of ``mapping(z, c)``."""
-        self._check_layer(layer)
-        return self.mapping(z, c)
-
-    def synthesis_from(self, layer: str, features: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
-        """The rest of the forward pass from ``layer``; for ``"w"`` this is :meth:`synthesis`."""
-        self._check_layer(layer)
-        return self.synthesis(features, noise_mode=noise_mode)
-
     # -- direction baselines -------------------------------------------------------------------
     def style_weights(self, include_torgb: bool = False) -> list[tuple[int, str, torch.Tensor]]:
         """Every style-affine weight as ``(ws_index, state-dict name, weight (out, w_dim))``, in W+ order.

@@ -85,7 +85,8 @@ def test_locate_places_edits_and_walks_a_photo(world: dict[str, Any]) -> None:
         assert (out / name).is_file(), name
     walk = Image.open(out / "walk.gif")
     assert walk.n_frames == 24 * len(segs)
-    assert "bits: t =" in r.output and "the map" in r.output
+    verdict = "OFF THE MAP" if placement["outlier"]["off_map"] else "on the map"
+    assert "bits: t =" in r.output and f"{verdict}: at 4 bits" in r.output
 
 
 def test_locate_a_latent_file_gives_the_same_place(world: dict[str, Any]) -> None:

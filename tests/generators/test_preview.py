@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from sfvq.generators import load_generator
-from sfvq.generators.base import RENDER_BYTES_PER_PIXEL, downsample, preview_size
+from sfvq.generators.base import downsample, preview_size
 from sfvq.generators.stylegan import stylegan_from_fixture_dir
 from sfvq.spaces import LatentSpace
 
@@ -94,13 +94,6 @@ def test_random_noise_preview_matches_the_full_pass_with_the_same_seed(sg2):
     torch.testing.assert_close(sg2.synthesis_at(ws, 8, noise_mode="random"), inner[8], rtol=0, atol=0)
 
 
-def test_stylegan2_render_bytes_follow_the_block_run(sg2):
-    syn = sg2.network.synthesis
-    assert sg2.render_bytes(16) == 80 * syn.channels[16] * 16 * 16
-    assert sg2.render_bytes(12) == sg2.render_bytes(16)
-    assert sg2.render_bytes(None) == 80 * syn.channels[32] * 32 * 32 > sg2.render_bytes(8)
-
-
 # ---------------------------------------------------------------------------------------------- fallbacks
 def test_stylegan3_preview_renders_full_size_and_averages_blocks(sg3):
     ws = _ws(sg3, 2)
@@ -108,18 +101,6 @@ def test_stylegan3_preview_renders_full_size_and_averages_blocks(sg3):
     got = sg3.synthesis_at(ws, 16)
     assert got.shape == (2, 3, 16, 16)
     torch.testing.assert_close(got, F.avg_pool2d(full, 2), rtol=0, atol=0)
-    # Full size whatever the preview: three float32 copies of the largest upsampled activation.
-    peak = max(L.out_channels * (L.in_size[0] * L.up_factor) ** 2 for L in sg3.network.config.layers)
-    assert sg3.render_bytes(16) == sg3.render_bytes(None) == 12 * peak
-
-
-def test_default_render_bytes_count_the_full_size_pixels():
-    from sfvq.generators.base import GeneratorBase
-
-    class Plain(GeneratorBase):
-        name, img_resolution = "plain", 64
-
-    assert Plain().render_bytes(16) == Plain().render_bytes(None) == RENDER_BYTES_PER_PIXEL * 64 * 64
 
 
 def test_feature_space_preview_of_the_dcgan_is_the_full_render_shrunk():
