@@ -264,6 +264,20 @@ class StyleGANGenerator(GeneratorBase):
         self._check_layer(layer)
         return self.synthesis_at(features, resolution, noise_mode)
 
+    def _check_layer(self, layer: str) -> None:
+        if layer not in self.layers:
+            raise ValueError(f"unknown layer {layer!r} for {self.family}; available layers: {self.layers}")
+
+    def features(self, z: torch.Tensor, c: Any, layer: str) -> torch.Tensor:
+        """Activations at ``layer``; for ``"w"`` these are the ws (N, num_ws, w_dim) of ``mapping(z, c)``."""
+        self._check_layer(layer)
+        return self.mapping(z, c)
+
+    def synthesis_from(self, layer: str, features: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+        """The rest of the forward pass from ``layer``; for ``"w"`` this is :meth:`synthesis`."""
+        self._check_layer(layer)
+        return self.synthesis(features, noise_mode=noise_mode)
+
     # -- direction baselines -------------------------------------------------------------------
     def style_weights(self, include_torgb: bool = False) -> list[tuple[int, str, torch.Tensor]]:
         """Every style-affine weight as ``(ws_index, state-dict name, weight (out, w_dim))``, in W+ order.
