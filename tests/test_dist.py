@@ -84,6 +84,24 @@ def _torchrun(args: list, *, nproc: int = 2, nnodes: int = 1, node_rank: int = 0
     ]  # fmt: skip
 
 
+def _communicate_all(procs: list[subprocess.Popen], timeout: float) -> list[str]:
+    """The output of every process; when one hangs past ``timeout`` (a peer died and it waits for it),
+    all are killed and the test fails with what each printed, instead of hanging the suite."""
+    import time
+
+    end = time.monotonic() + timeout
+    outs = []
+    try:
+        for p in procs:
+            outs.append("".join(p.communicate(timeout=max(1.0, end - time.monotonic()))))
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            p.kill()
+        texts = ["".join(x or "" for x in p.communicate()) for p in procs]
+        pytest.fail("a node hung; what each printed:\n" + "\n---\n".join(t[-3000:] for t in texts))
+    return outs
+
+
 def _run(cmd: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
     res = subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
@@ -129,7 +147,7 @@ def test_two_nodes_on_loopback_sample_the_files_of_one_process(tmp_path):
     cmds = [_torchrun(args, nproc=1, nnodes=2, node_rank=r, port=port) for r in (0, 1)]
     out = subprocess.PIPE
     procs = [subprocess.Popen(c, env=_env(), cwd=ROOT, stdout=out, stderr=out, text=True) for c in cmds]
-    outs = ["".join(p.communicate(timeout=240)) for p in procs]
+    outs = _communicate_all(procs, timeout=240)
     assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outs)
 
     G = load_generator(net)
@@ -183,6 +201,9 @@ def test_two_processes_augment_as_one(tmp_path):
 
 
 _MISMATCH_SCRIPT = r"""
+import sys
+from pathlib import Path
+
 import numpy as np
 from sfvq import SFVQ, dist
 
@@ -196,7 +217,8 @@ for data in (X, X[: 100 + r]):
     except ValueError as e:
         messages.append(str(e))
 same = SFVQ(2, epochs=1, verbose=False, random_state=0).fit(np.arange(200, dtype=np.float32).reshape(50, 4))
-print(f"rank {r}:", " | ".join(messages), "| same data fits:", same.n_samples_fit_, flush=True)
+line = " | ".join(messages) + f" | same data fits: {same.n_samples_fit_}"
+Path(sys.argv[0]).with_name(f"rank{r}.txt").write_text(line)  # one file each: torchrun interleaves stdout
 dist.shutdown()
 """
 
@@ -207,11 +229,9 @@ def test_processes_given_different_data_are_told_so(tmp_path):
     script.write_text(_MISMATCH_SCRIPT)
     run = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
     cmd = [*run, "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), str(script)]
-    out = _run(cmd).stdout
+    _run(cmd)
     for r in (0, 1):
-        lines = [x for x in out.splitlines() if f"rank {r}:" in x]
-        assert len(lines) == 1, out
-        line = lines[0]
+        line = (tmp_path / f"rank{r}.txt").read_text()
         assert "different data (their first rows differ)" in line
         assert "different data: N from 100 to 101" in line
         assert line.endswith("same data fits: 50")

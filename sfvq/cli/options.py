@@ -95,8 +95,22 @@ def _reason(e: OSError) -> str:
 def write_problem(folder: Path) -> str | None:
     """Why files cannot be written into ``folder`` (None when they can): it, or the nearest folder above
     it that exists, is tried for real (missing folders made, a probe file written, both removed again),
-    since permissions say nothing of read-only mounts, /proc or a full quota."""
+    since permissions say nothing of read-only mounts, /proc or a full quota. Several processes may
+    probe the same folder at once (the ranks of one distributed job): a folder another one made or
+    removed meanwhile starts the probe again instead of failing."""
     folder = Path(os.path.abspath(folder))
+    for _ in range(20):
+        problem = _probe(folder)
+        if problem is not _RACED:
+            return problem
+    return f"cannot write into {folder}: other processes keep creating and removing it"
+
+
+_RACED = "raced"
+
+
+def _probe(folder: Path) -> str | None:
+    """One try of :func:`write_problem`; ``_RACED`` when another process changed the folders meanwhile."""
     missing: list[Path] = []
     here = folder
     while not here.exists() and not here.is_symlink():
@@ -111,6 +125,12 @@ def write_problem(folder: Path) -> str | None:
         for p in reversed(missing):
             try:
                 p.mkdir()
+            except FileExistsError:
+                if p.is_dir():
+                    continue  # another process made it: it is theirs to remove
+                return f"{p} is a file, not a folder"
+            except FileNotFoundError:
+                return _RACED  # a folder above was removed by another process
             except OSError as e:
                 return f"cannot create {p}: {_reason(e)}"
             made.append(p)
@@ -118,6 +138,8 @@ def write_problem(folder: Path) -> str | None:
             fd, probe = tempfile.mkstemp(prefix=f".sfvq-probe.{os.getpid()}.", suffix=".tmp", dir=folder)
             os.close(fd)
             os.unlink(probe)
+        except FileNotFoundError:
+            return _RACED
         except OSError as e:
             return f"cannot write into {folder}: {_reason(e)}"
     finally:

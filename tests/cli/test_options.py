@@ -3,6 +3,8 @@ shared option decorators."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 import pytest
 import torch
@@ -116,3 +118,27 @@ def test_sample_and_run_share_the_space_vocabulary() -> None:
     )
     assert res.exit_code == 2 and "sfvq run does not support space 'w+'" in res.output
     assert "takes w, z, features" in res.output
+
+
+def _probe_many(folder: str, rounds: int) -> list[str | None]:
+    from sfvq.cli.options import write_problem
+
+    return [write_problem(Path(folder)) for _ in range(rounds)]
+
+
+def test_write_problem_tolerates_other_processes_probing_the_same_new_folder(tmp_path: Path) -> None:
+    """The ranks of one torchrun job validate the same --outdir at once: one making (then removing) the
+    folder while another probes it must not fail either of them (the CI failure of a two-process fit)."""
+    import multiprocessing as mp
+
+    folder = tmp_path / "a" / "b" / "run"
+    with mp.get_context("spawn").Pool(4) as pool:
+        results = pool.starmap(_probe_many, [(str(folder), 40)] * 4)
+    assert all(r is None for rs in results for r in rs), results
+
+
+def test_write_problem_names_a_file_in_the_way(tmp_path: Path) -> None:
+    from sfvq.cli.options import write_problem
+
+    (tmp_path / "f").write_text("x")
+    assert write_problem(tmp_path / "f" / "run") == f"{tmp_path / 'f'} is a file, not a folder"
