@@ -342,7 +342,7 @@ def dcgan_part(args: argparse.Namespace, pictures: Path) -> dict[str, Any]:
     from sfvq.generators.registry import load_generator
     from sfvq.images import labelled_grid
     from sfvq.io import save_png
-    from sfvq.locate import place, reference_distances, segments_around
+    from sfvq.locate import place, placement_figure, reference_distances, segments_around
     from sfvq.project import ProjectionSettings, Projector, prepare_target
     from sfvq.scorers import IdentityScorer
     from sfvq.spaces import LatentSpace
@@ -396,6 +396,12 @@ def dcgan_part(args: argparse.Namespace, pictures: Path) -> dict[str, Any]:
     labels = ["photo (aligned)", f"features ({feat.psnr()[0]:.1f} dB)", f"z ({zproj.psnr()[0]:.1f} dB)"]
     labels += [f"corner {n['corner']}" for n in placement.bits[5]["nearest"]]
     save_png(pictures / "astronaut.png", labelled_grid(tiles, labels, len(tiles), pad=3, min_cell=128))
+    near = {}
+    with torch.no_grad():
+        for b, info in placement.bits.items():
+            near[b] = to_uint8(space.render(model.codebooks_[b][[n["corner"] for n in info["nearest"]]]))
+    figure = placement_figure(photo64[0], to_uint8(feat.images)[0], near, placement)
+    save_png(pictures / "astronaut_placement.png", figure)
     grid = to_uint8(edited.reshape(-1, *edited.shape[2:]))
     labels = [f"{d.name} {s:+g} std" for d in dirs for s in sig]
     save_png(pictures / "astronaut_edits.png", labelled_grid(grid, labels, len(sig), pad=3, min_cell=96))
@@ -514,8 +520,14 @@ def main(argv: list[str] | None = None) -> None:
     results["load_average_end"] = list(os.getloadavg())
     from sfvq.io import write_json
 
-    write_json(args.outdir / "results.json", results)
-    (args.outdir / "tables.md").write_text("\n\n".join(tables) + "\n", encoding="utf-8")
+    path = args.outdir / "results.json"
+    if args.only is not None and path.is_file():  # one part run again: keep the other's figures
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        results = {**previous, **results, "runs": [*previous.get("runs", []), results["args"]]}
+    write_json(path, results)
+    every = [avatars_tables(results["avatars"])] if "avatars" in results else []
+    every += [dcgan_tables(results["dcgan"])] if "dcgan" in results else []
+    (args.outdir / "tables.md").write_text("\n\n".join(every) + "\n", encoding="utf-8")
     print(
         f"wrote {args.outdir / 'results.json'}, {args.outdir / 'tables.md'} and pictures in {args.pictures}"
     )

@@ -12,12 +12,14 @@ target, by gradient descent through the generator:
 
 * what is optimised: ``w`` in W (or one w per style layer in W+), ``z`` in Z, the PCA coordinates in a
   feature space, so that the result renders exactly through the space (``space.render_full``);
-* the loss: ``pixel_weight`` x the mean squared error + ``ssim_weight`` x (1 - multi-scale SSIM) between
-  render and target (computed at most at ``loss_resolution`` px; SSIM with an 11-px Gaussian window at each
-  halving of the image that still holds one, the scales weighted as Wang et al.'s MS-SSIM weights them;
-  on 32-px avatars that beat a 5-px window),
-  + ``prior_weight`` x the squared distance from the sampled latents' mean in their per-coordinate standard
-  deviations (keeps a feature-space or z latent among the ones the generator was made for);
+* the loss: ``pixel_weight`` x the mean squared error + ``edge_weight`` x the mean squared difference
+  between horizontally and vertically adjacent errors (a gradient term: it keeps thin lines such as the
+  frames of glasses, which a plain pixel loss lets blur away) + ``ssim_weight`` x (1 - multi-scale SSIM)
+  between render and target (computed at most at ``loss_resolution`` px; SSIM with an 11-px Gaussian
+  window at each halving of the image that still holds one, the scales weighted as Wang et al.'s MS-SSIM
+  weights them) + ``prior_weight`` x the squared distance from the sampled latents' mean in their
+  per-coordinate standard deviations (keeps a feature-space or z latent among the ones the generator was
+  made for);
 * StyleGAN2 noise inputs, when the space's noise mode is ``const``: the per-pixel noise maps are optimised
   with the latent, starting from the generator's constant noise, under the usual regulariser (the squared
   correlation of every map with itself shifted by one pixel across and down, at every halving down to
@@ -409,13 +411,14 @@ class ProjectionSettings:
     on a busy machine, else unchanged). ``lr`` and ``latent_noise`` are in units of the sampled latents'
     spread (``lr``: per coordinate; ``latent_noise``: of the whole vector's distance from their mean); the
     defaults are those that projected best on builtin:avatars-sg2 and builtin:faces-dcgan (a learning rate
-    of 0.4 against 0.15, no latent noise against 0.05: docs/real-images.md).
+    of 0.4 against 0.15, no latent noise against 0.05, the edge term: docs/real-images.md).
     ``ssim_window``: the SSIM window in px (odd; smaller images use the largest that fits).
     """
 
     steps: int = 300
     lr: float = 0.4
     pixel_weight: float = 1.0
+    edge_weight: float = 1.0
     ssim_weight: float = 1.0
     prior_weight: float | None = None
     noise_weight: float = 1e5
@@ -436,6 +439,7 @@ class ProjectionSettings:
             "steps": self.steps >= 1,
             "lr": self.lr > 0,
             "pixel_weight": self.pixel_weight >= 0,
+            "edge_weight": self.edge_weight >= 0,
             "ssim_weight": self.ssim_weight >= 0,
             "prior_weight": self.prior_weight is None or self.prior_weight >= 0,
             "noise_weight": self.noise_weight >= 0,
@@ -457,8 +461,8 @@ class ProjectionSettings:
             raise ValueError(
                 f"invalid projection settings: {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}"
             )
-        if self.pixel_weight == 0 and self.ssim_weight == 0:
-            raise ValueError("projection needs a pixel or an SSIM loss (both weights are 0)")
+        if self.pixel_weight == 0 and self.edge_weight == 0 and self.ssim_weight == 0:
+            raise ValueError("projection needs a pixel, edge or SSIM loss (all three weights are 0)")
 
     def prior_for(self, kind: str) -> float:
         if self.prior_weight is not None:
@@ -480,9 +484,10 @@ class ProjectionResult:
     W), ``full`` (N, num_ws, full_dim) the projected latents as the space renders them, ``vectors``
     (N, dim) their space vectors (in W+ the mean over layers: the point placed on a curve), ``images``
     (N, C, H, W) the latents rendered through the space (what maps and edits show), ``images_noise`` the
-    renders with the fitted noise maps (None when no noise was fitted), ``noise`` the fitted maps, ``history``
-    (per step: mean ``loss``, ``pixel``, ``ssim`` (1 - MS-SSIM), ``prior``, ``noise``), ``starts`` (per
-    target: -1 for the mean, -2 for a given start, else the sampled latent started from), ``seconds`` and
+    renders with the fitted noise maps (None when no noise was fitted), ``noise`` the fitted maps,
+    ``history`` (per step: mean ``loss``, ``pixel``, ``edge``, ``ssim`` (1 - MS-SSIM), ``prior``,
+    ``noise``), ``starts`` (per target: -1 for the mean, -2 for a given start, else the sampled latent
+    started from), ``seconds`` and
     ``settings``.
     """
 
@@ -614,16 +619,21 @@ class Projector:
         return p[:, None, :].expand(-1, self.space.num_ws, -1)
 
     def losses(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(pixel MSE (N,), 1 - MS-SSIM (N,)) of renders against targets at the loss resolution."""
+        """The image loss of renders against targets at the loss resolution -> (weighted total (N,),
+        {"pixel": MSE (N,), "edge": MSE of the error's gradients (N,), "ssim": 1 - MS-SSIM (N,)})."""
         s = self.settings
         x = downsample(images, s.loss_resolution)
-        pixel = (x - targets).square().mean(dim=(1, 2, 3))
+        err = x - targets  # (N, C, h, w)
+        pixel = err.square().mean(dim=(1, 2, 3))
+        edge = (err[..., 1:, :] - err[..., :-1, :]).square().mean(dim=(1, 2, 3))  # vertical neighbours
+        edge = edge + (err[..., 1:] - err[..., :-1]).square().mean(dim=(1, 2, 3))  # horizontal
         one_minus = (
             1 - ms_ssim((x + 1) / 2, (targets + 1) / 2, s.ssim_window)
             if s.ssim_weight > 0
             else torch.zeros_like(pixel)
         )
-        return pixel, one_minus
+        total = s.pixel_weight * pixel + s.edge_weight * edge + s.ssim_weight * one_minus
+        return total, {"pixel": pixel, "edge": edge, "ssim": one_minus}
 
     @torch.no_grad()
     def choose_starts(self, targets: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
@@ -635,8 +645,7 @@ class Projector:
         for part in torch.split(cand, 16):
             imgs = downsample(self.render(self.lift(part)), s.loss_resolution)  # (m, C, h, w)
             for img in imgs:
-                pix, one_minus = self.losses(img[None].expand_as(targets), targets)
-                scores.append(s.pixel_weight * pix + s.ssim_weight * one_minus)  # (N,)
+                scores.append(self.losses(img[None].expand_as(targets), targets)[0])  # (N,)
         best = torch.stack(scores, 1).argmin(1)  # (N,)
         return cand[best].clone(), [int(b) - 1 for b in best]
 
@@ -717,7 +726,8 @@ class Projector:
                 )
                 m.requires_grad_(True)
             opt = _Adam([p, *noise])
-            history: dict[str, list[float]] = {k: [] for k in ("loss", "pixel", "ssim", "prior", "noise")}
+            keys = ("loss", "pixel", "edge", "ssim", "prior", "noise")
+            history: dict[str, list[float]] = {k: [] for k in keys}
             for step in track(range(s.steps), "projecting", total=s.steps, enabled=progress):
                 t = step / s.steps
                 ramp = s.lr_at(t)
@@ -725,12 +735,11 @@ class Projector:
                 scale = self.spread * s.latent_noise * max(0.0, 1.0 - t / s.noise_ramp) ** 2
                 jitter = torch.randn(p.shape, generator=gen).to(dev) * scale
                 images = self.render(self.lift(p + jitter), noise if fit_noise else None)
-                pixel, one_minus = self.losses(images, tgt)
-                loss_i = s.pixel_weight * pixel + s.ssim_weight * one_minus  # (N,)
+                loss_i, parts = self.losses(images, tgt)  # (N,)
                 prior = ((p - mean) / std).square().mean(dim=tuple(range(1, p.ndim)))  # (N,)
                 if prior_weight > 0:
                     loss_i = loss_i + prior_weight * prior
-                reg = noise_regulariser(noise) if fit_noise else torch.zeros_like(pixel)
+                reg = noise_regulariser(noise) if fit_noise else torch.zeros_like(loss_i)
                 if fit_noise and s.noise_weight > 0:
                     loss_i = loss_i + s.noise_weight * reg
                 grads = torch.autograd.grad(loss_i.sum(), [p, *noise])
@@ -740,8 +749,8 @@ class Projector:
                         m.sub_(m.mean(dim=(2, 3), keepdim=True))
                         m.div_(m.square().mean(dim=(2, 3), keepdim=True).sqrt().clamp_min(1e-8))
                 history["loss"].append(float(loss_i.detach().mean()))
-                history["pixel"].append(float(pixel.detach().mean()))
-                history["ssim"].append(float(one_minus.detach().mean()))
+                for key, value in parts.items():
+                    history[key].append(float(value.detach().mean()))
                 history["prior"].append(float(prior.detach().mean()))
                 history["noise"].append(float(reg.detach().mean()))
                 if not math.isfinite(history["loss"][-1]):
@@ -883,7 +892,13 @@ def loss_figure(history: dict[str, list[float]], path: str | Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     steps = np.arange(1, len(history["loss"]) + 1)
-    labels = {"loss": "total", "pixel": "pixel MSE", "ssim": "1 - MS-SSIM", "noise": "noise regulariser"}
+    labels = {
+        "loss": "total",
+        "pixel": "pixel MSE",
+        "edge": "edge (error gradients)",
+        "ssim": "1 - MS-SSIM",
+        "noise": "noise regulariser",
+    }
     for key, label in labels.items():
         values = np.asarray(history.get(key, []), dtype=np.float64)
         if len(values) and np.any(values > 0):

@@ -175,8 +175,8 @@ def test_settings_are_checked() -> None:
         ProjectionSettings(steps=0)
     with pytest.raises(ValueError, match="lr=nan"):
         ProjectionSettings(lr=float("nan"))
-    with pytest.raises(ValueError, match="both weights are 0"):
-        ProjectionSettings(pixel_weight=0, ssim_weight=0)
+    with pytest.raises(ValueError, match="all three weights are 0"):
+        ProjectionSettings(pixel_weight=0, edge_weight=0, ssim_weight=0)
     s = ProjectionSettings(steps=100, lr_rampup=0.1, lr_rampdown=0.2)
     assert s.lr_at(0.0) == 0.0 and s.lr_at(0.5) == 1.0 and s.lr_at(1.0) == pytest.approx(0.0)
     assert s.prior_for("w") == 0.0 and s.prior_for("features") == 0.01
@@ -322,3 +322,18 @@ def test_psnr_of_equal_and_different_images() -> None:
     b[1] += 10 / 127.5  # 10 grey levels of uint8 (0 -> 127.5 -> 128, 10/127.5 -> 137.5 -> 138)
     out = psnr(b, a)
     assert out[0] == np.inf and out[1] == pytest.approx(20 * np.log10(255 / 10))
+
+
+def test_the_edge_term_sees_thin_lines_a_blur_loses(avatars_w) -> None:
+    """The edge term is 0 for equal images and grows far more than the pixel term when a one-pixel line
+    is blurred away (why it is in the loss)."""
+    target = torch.zeros(1, 3, 32, 32)
+    target[..., 16, :] = 1.0  # a thin horizontal line
+    blurred = target.clone()
+    blurred[..., 15:18, :] = 1 / 3
+    proj = Projector(avatars_w, settings=ProjectionSettings(ssim_weight=0, reference_samples=200))
+    total, parts = proj.losses(target, target)
+    assert float(total) == 0.0 and float(parts["edge"]) == 0.0
+    total, parts = proj.losses(blurred, target)
+    assert float(parts["edge"]) > 2 * float(parts["pixel"]) > 0
+    assert float(total) == pytest.approx(float(parts["pixel"] + parts["edge"]), rel=1e-6)

@@ -89,6 +89,13 @@ def projection_options(f: Any) -> Any:
             help="Weight of 1 - MS-SSIM in the loss.",
         ),  # fmt: skip
         click.option(
+            "--edge-weight",
+            type=NON_NEGATIVE,
+            default=1.0,
+            show_default=True,
+            help="Weight of the error-gradient (edge) term in the loss.",
+        ),
+        click.option(
             "--pixel-weight",
             type=NON_NEGATIVE,
             default=1.0,
@@ -135,6 +142,7 @@ def _settings(kw: dict[str, Any]) -> Any:
             latent_noise=kw["latent_noise"],
             ssim_weight=kw["ssim_weight"],
             pixel_weight=kw["pixel_weight"],
+            edge_weight=kw["edge_weight"],
             prior_weight=kw["prior_weight"],
             optimise_noise=kw["fit_noise"],
             seed=kw["seed"],
