@@ -129,8 +129,10 @@ def _probe(folder: Path) -> str | None:
                 if p.is_dir():
                     continue  # another process made it: it is theirs to remove
                 return f"{p} is a file, not a folder"
-            except FileNotFoundError:
-                return _RACED  # a folder above was removed by another process
+            except FileNotFoundError as e:
+                if not p.parent.is_dir():
+                    return _RACED  # a folder above was removed by another process
+                return f"cannot create {p}: {_reason(e)}"  # e.g. under /proc
             except OSError as e:
                 return f"cannot create {p}: {_reason(e)}"
             made.append(p)
@@ -138,8 +140,8 @@ def _probe(folder: Path) -> str | None:
             fd, probe = tempfile.mkstemp(prefix=f".sfvq-probe.{os.getpid()}.", suffix=".tmp", dir=folder)
             os.close(fd)
             os.unlink(probe)
-        except FileNotFoundError:
-            return _RACED
+        except FileNotFoundError as e:
+            return _RACED if not folder.is_dir() else f"cannot write into {folder}: {_reason(e)}"
         except OSError as e:
             return f"cannot write into {folder}: {_reason(e)}"
     finally:
