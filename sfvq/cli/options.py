@@ -99,18 +99,17 @@ def write_problem(folder: Path) -> str | None:
     probe the same folder at once (the ranks of one distributed job): a folder another one made or
     removed meanwhile starts the probe again instead of failing."""
     folder = Path(os.path.abspath(folder))
+    problem: str | None = None
     for _ in range(20):
-        problem = _probe(folder)
-        if problem is not _RACED:
-            return problem
-    return f"cannot write into {folder}: other processes keep creating and removing it"
+        problem, raced = _probe(folder)
+        if not raced:
+            break
+    return problem
 
 
-_RACED = "raced"
-
-
-def _probe(folder: Path) -> str | None:
-    """One try of :func:`write_problem`; ``_RACED`` when another process changed the folders meanwhile."""
+def _probe(folder: Path) -> tuple[str | None, bool]:
+    """One try of :func:`write_problem` -> (the problem, whether it may be a race with another process:
+    a folder that vanished under it, which a new try tells from a folder that cannot be made)."""
     missing: list[Path] = []
     here = folder
     while not here.exists() and not here.is_symlink():
@@ -119,7 +118,7 @@ def _probe(folder: Path) -> str | None:
             break
         here = here.parent
     if here.exists() and not here.is_dir():
-        return f"{here} is a file, not a folder"
+        return f"{here} is a file, not a folder", False
     made: list[Path] = []
     try:
         for p in reversed(missing):
@@ -128,27 +127,25 @@ def _probe(folder: Path) -> str | None:
             except FileExistsError:
                 if p.is_dir():
                     continue  # another process made it: it is theirs to remove
-                return f"{p} is a file, not a folder"
-            except FileNotFoundError as e:
-                if not p.parent.is_dir():
-                    return _RACED  # a folder above was removed by another process
-                return f"cannot create {p}: {_reason(e)}"  # e.g. under /proc
+                return f"{p} is a file, not a folder", False
+            except FileNotFoundError as e:  # a folder above removed by another process, or /proc
+                return f"cannot create {p}: {_reason(e)}", True
             except OSError as e:
-                return f"cannot create {p}: {_reason(e)}"
+                return f"cannot create {p}: {_reason(e)}", False
             made.append(p)
         try:
             fd, probe = tempfile.mkstemp(prefix=f".sfvq-probe.{os.getpid()}.", suffix=".tmp", dir=folder)
             os.close(fd)
             os.unlink(probe)
         except FileNotFoundError as e:
-            return _RACED if not folder.is_dir() else f"cannot write into {folder}: {_reason(e)}"
+            return f"cannot write into {folder}: {_reason(e)}", True
         except OSError as e:
-            return f"cannot write into {folder}: {_reason(e)}"
+            return f"cannot write into {folder}: {_reason(e)}", False
     finally:
         for p in reversed(made):
             with contextlib.suppress(OSError):
                 p.rmdir()
-    return None
+    return None, False
 
 
 class OutDir(click.Path):
