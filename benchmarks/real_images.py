@@ -22,6 +22,11 @@ aligned with dlib's landmarks in the generator's framing, projected into the fea
 identity distance between the photo and its projection (0.6 is dlib's same-person threshold), next to the
 distance from the photo to the nearest corner and to random faces of the generator.
 
+``--only settings`` (run only when asked for): the evidence for the projection defaults. The first
+``--sweep-n`` (50) of those avatars projected into W and the astronaut into the feature space under the
+base settings and with one setting changed at a time (no edge term, a learning rate of 0.15, latent noise
+of 0.05): PSNR, SSIM, the classifier's agreement, the astronaut's identity distance.
+
 Prints markdown tables, writes ``results.json`` into ``--outdir`` and the pictures into ``--pictures``
 (docs/real-images/).
 """
@@ -165,9 +170,13 @@ def avatars_part(args: argparse.Namespace, pictures: Path) -> dict[str, Any]:
     model = SFVQ(6, random_state=0, verbose=False).fit(X)
     print(f"  6-bit curve fitted on {args.fit_n} W samples in {time.perf_counter() - t0:.0f} s", flush=True)
 
-    settings = ProjectionSettings(steps=args.steps, lr=args.lr, latent_noise=args.latent_noise)
+    settings = ProjectionSettings(
+        steps=args.steps, lr=args.lr, latent_noise=args.latent_noise, edge_weight=args.edge_weight
+    )
     w = _project_all(Projector(space, settings=settings, reference=X), targets, args.chunk, label="W")
-    plus_settings = ProjectionSettings(steps=args.plus_steps, lr=args.lr, latent_noise=args.latent_noise)
+    plus_settings = ProjectionSettings(
+        steps=args.plus_steps, lr=args.lr, latent_noise=args.latent_noise, edge_weight=args.edge_weight
+    )
     plus_proj = Projector(space, plus=True, settings=plus_settings, reference=X)
     wp = _project_all(plus_proj, targets, args.chunk, label="W+")
 
@@ -262,6 +271,7 @@ def avatars_part(args: argparse.Namespace, pictures: Path) -> dict[str, Any]:
             "steps_w_plus": args.plus_steps,
             "lr": args.lr,
             "latent_noise": args.latent_noise,
+            "edge_weight": args.edge_weight,
         },
         "psnr_w": _stats(w["psnr"]),
         "ssim_w": _stats(w["ssim"]),
@@ -354,7 +364,9 @@ def dcgan_part(args: argparse.Namespace, pictures: Path) -> dict[str, Any]:
     X = np.ascontiguousarray(space.sample(args.dcgan_n, seed=0, progress=False), dtype=np.float32)
     model = SFVQ(5, random_state=0, verbose=False).fit(X)
     target = prepare_target(photo, G, "auto")
-    settings = ProjectionSettings(steps=args.dcgan_steps, lr=args.lr, latent_noise=args.latent_noise)
+    settings = ProjectionSettings(
+        steps=args.dcgan_steps, lr=args.lr, latent_noise=args.latent_noise, edge_weight=args.edge_weight
+    )
     feat = Projector(space, settings=settings, reference=X).project(target.tensor)
     zspace = LatentSpace(G, "z")
     zproj = Projector(zspace, settings=settings).project(target.tensor)
@@ -443,6 +455,100 @@ def dcgan_tables(r: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+# ---------------------------------------------------------------------------------------------- settings
+# One setting changed at a time from the base (--lr, --edge-weight, --latent-noise); the evidence for
+# ProjectionSettings' defaults.
+VARIANTS: dict[str, dict[str, float]] = {
+    "base": {},
+    "no edge term": {"edge_weight": 0.0},
+    "lr 0.15": {"lr": 0.15},
+    "latent noise 0.05": {"latent_noise": 0.05},
+}
+
+
+def settings_part(args: argparse.Namespace) -> dict[str, Any]:
+    """The first ``--sweep-n`` fresh avatars projected into W (``--steps``) and the aligned astronaut into
+    the faces-dcgan feature space (``--dcgan-steps``) under each of :data:`VARIANTS`: PSNR, SSIM, the
+    classifier's agreement between photo and projection, dlib's identity distance for the astronaut."""
+    from PIL import Image
+    from skimage import data as skdata
+
+    from sfvq.avatars.classifier import load_avatars_classifier, uint8_to_input
+    from sfvq.avatars.dataset import render_faces
+    from sfvq.generators.base import to_uint8
+    from sfvq.generators.registry import load_generator
+    from sfvq.project import ProjectionSettings, Projector, prepare_target
+    from sfvq.scorers import IdentityScorer
+    from sfvq.spaces import LatentSpace
+
+    n = min(args.sweep_n, args.n)
+    print(f"## projection settings: {n} avatars (data seed {args.data_seed}) and the astronaut", flush=True)
+    faces, _ = render_faces(args.data_seed, range(n), (32,), workers=args.workers)
+    targets = uint8_to_input(faces[32])  # (n, 3, 32, 32) in [-1, 1]
+    space = LatentSpace(load_generator(AVATARS), "w")
+    clf = load_avatars_classifier()
+    X = np.ascontiguousarray(space.sample(args.fit_n, seed=0, progress=False), dtype=np.float32)
+    p_photo = clf.predict_proba(targets)
+    G = load_generator(DCGAN)
+    fspace = LatentSpace(G, "features")
+    XF = np.ascontiguousarray(fspace.sample(args.dcgan_n, seed=0, progress=False), dtype=np.float32)
+    target = prepare_target(Image.fromarray(skdata.astronaut()), G, "auto")
+    scorer = IdentityScorer()
+    e_photo = scorer.analyse(to_uint8(target.tensor))
+    base = {"lr": args.lr, "edge_weight": args.edge_weight, "latent_noise": args.latent_noise}
+    out: dict[str, Any] = {"n": n, "base": base, "steps": args.steps, "dcgan_steps": args.dcgan_steps}
+    rows = {}
+    for name, change in VARIANTS.items():
+        kw = {**base, **change}
+        settings = ProjectionSettings(steps=args.steps, **kw)
+        w = _project_all(Projector(space, settings=settings, reference=X), targets, args.chunk, label=name)
+        p_proj = clf.predict_proba(w["images"])
+        agree = {k: float((p_photo[k].argmax(1) == p_proj[k].argmax(1)).float().mean()) for k in clf.vocab}
+        t0 = time.perf_counter()
+        dsettings = ProjectionSettings(steps=args.dcgan_steps, **kw)
+        feat = Projector(fspace, settings=dsettings, reference=XF).project(target.tensor)
+        e_feat = scorer.analyse(feat.images)
+        rows[name] = {
+            "settings": kw,
+            "psnr_w": _stats(w["psnr"]),
+            "ssim_w": _stats(w["ssim"]),
+            "agreement_w": agree,
+            "seconds_w": w["seconds"],
+            "astronaut": {
+                **feat.summary(0),
+                "identity_distance": float(scorer.distance(e_photo.embeddings[0], e_feat.embeddings[0])),
+                "seconds": time.perf_counter() - t0,
+            },
+        }
+        print(f"  {name}: W PSNR {rows[name]['psnr_w']['mean']:.2f} dB, astronaut "
+              f"{rows[name]['astronaut']['psnr']:.2f} dB", flush=True)  # fmt: skip
+    out["variants"] = rows
+    return out
+
+
+def settings_tables(r: dict[str, Any]) -> str:
+    b = r["base"]
+    out = [
+        f"### Projection settings, one changed at a time (base: lr {b['lr']}, edge weight "
+        f"{b['edge_weight']}, latent noise {b['latent_noise']}; {r['n']} avatars in W, {r['steps']} "
+        f"steps; the astronaut in the faces-dcgan feature space, {r['dcgan_steps']} steps)",
+        "",
+    ]
+    head = ["setting", "avatars PSNR mean", "SSIM mean"]
+    head += [f"agree {k}" for k in KEY_FACTORS]
+    head += ["astronaut PSNR", "SSIM", "identity distance"]
+    rows = []
+    for name, v in r["variants"].items():
+        a = v["astronaut"]
+        rows.append(
+            [name, v["psnr_w"]["mean"], v["ssim_w"]["mean"]]
+            + [v["agreement_w"][k] for k in KEY_FACTORS]
+            + [a["psnr"], a["ssim"], a["identity_distance"]]
+        )
+    out += [_table(head, rows), ""]
+    return "\n".join(out)
+
+
 # ---------------------------------------------------------------------------------------------- framing
 def measure_framing(samples: int = 256) -> dict[str, Any]:
     """The framing of builtin:faces-dcgan: anchor points on its faces against the FFHQ-aligned astronaut."""
@@ -478,13 +584,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dcgan-steps", type=int, default=500, help="projection steps of the astronaut")
     ap.add_argument("--lr", type=float, default=0.4)
     ap.add_argument("--latent-noise", type=float, default=0.0)
+    ap.add_argument(
+        "--edge-weight", type=float, default=1.0, help="weight of the projection loss's edge term"
+    )
     ap.add_argument("--edit-step", type=float, default=1.0, help="edit step in std units (applied with +-)")
     ap.add_argument("--fit-n", type=int, default=20_000, help="W samples of the avatars curve")
     ap.add_argument("--dcgan-n", type=int, default=10_000, help="feature samples of the DCGAN run")
     ap.add_argument("--chunk", type=int, default=50, help="targets projected together")
     ap.add_argument("--workers", type=int, default=2, help="processes rendering avatars")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    ap.add_argument("--only", choices=["avatars", "dcgan"], default=None)
+    ap.add_argument("--sweep-n", type=int, default=50, help="avatars projected per setting (--only settings)")
+    ap.add_argument(
+        "--only",
+        choices=["avatars", "dcgan", "settings"],
+        default=None,
+        help="one part (settings: the projection settings compared, run only when asked for)",
+    )
     ap.add_argument("--quick", action="store_true", help="32 avatars, 150 steps")
     ap.add_argument("--framing", action="store_true", help="only measure the faces-dcgan framing")
     ap.add_argument("--outdir", type=Path, default=Path("runs/real-images"))
@@ -516,6 +631,9 @@ def main(argv: list[str] | None = None) -> None:
         results["dcgan"] = dcgan_part(args, args.pictures)
         tables.append(dcgan_tables(results["dcgan"]))
         print(tables[-1], flush=True)
+    if args.only == "settings":
+        results["settings"] = settings_part(args)
+        print(settings_tables(results["settings"]), flush=True)
     results["seconds"] = time.perf_counter() - started
     results["load_average_end"] = list(os.getloadavg())
     from sfvq.io import write_json
@@ -527,6 +645,7 @@ def main(argv: list[str] | None = None) -> None:
     write_json(path, results)
     every = [avatars_tables(results["avatars"])] if "avatars" in results else []
     every += [dcgan_tables(results["dcgan"])] if "dcgan" in results else []
+    every += [settings_tables(results["settings"])] if "settings" in results else []
     (args.outdir / "tables.md").write_text("\n\n".join(every) + "\n", encoding="utf-8")
     print(
         f"wrote {args.outdir / 'results.json'}, {args.outdir / 'tables.md'} and pictures in {args.pictures}"

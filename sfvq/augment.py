@@ -40,6 +40,7 @@ class SegmentSamples:
     points: np.ndarray  # (n, D) float32 space vectors (jitter included)
     jitter: float
     seed: int
+    along: np.ndarray | None = None  # (D,) float64 c_{i+1} - c_i, for renders on a layer range
 
     @property
     def spec(self) -> str:
@@ -110,7 +111,27 @@ def sample_segment(
         points=points.to(torch.float32).numpy(),
         jitter=float(jitter),
         seed=int(seed),
+        along=(b - a).numpy(),
     )
+
+
+def layered_full(
+    space: Any, samples: SegmentSamples, start: int, stop: int, layers: tuple[int, int]
+) -> torch.Tensor:
+    """Full tensors (B, num_ws, full_dim) of samples ``start:stop`` moved along the segment on ``layers``
+    only: every layer holds the sample's point with its position moved to the segment's middle
+    (``t = 0.5``, jitter kept), and the layers in ``layers`` (start, stop_exclusive) add the rest of the
+    way, ``(t - 0.5) (c_{i+1} - c_i)``; so only those layers move along the segment."""
+    if samples.along is None:
+        raise ValueError("these samples do not record their segment (sample_segment sets it)")
+    d = torch.from_numpy(np.asarray(samples.along, np.float64))  # (D,)
+    t = torch.from_numpy(np.asarray(samples.t[start:stop], np.float64))  # (B,)
+    p = torch.from_numpy(np.asarray(samples.points[start:stop], np.float64))  # (B, D)
+    mid = (p - (t - 0.5)[:, None] * d).float()  # (B, D)
+    full = space.to_full(mid)  # (B, L, F)
+    a, b = layers
+    full[:, a:b] += (t - 0.5)[:, None, None].float() * space.direction_to_full(d.float()).to(full)
+    return full
 
 
 def labels_csv(samples: SegmentSamples, files: list[str]) -> str:
@@ -158,8 +179,12 @@ def write_augmentation(
     batch_size: int = 32,
     progress: bool = True,
     meta: dict[str, Any] | None = None,
+    layers: tuple[int, int] | None = None,
 ) -> dict[str, Path]:
     """Render ``samples`` through ``space`` and write images, latents.npy, labels.csv and preview.png.
+
+    ``layers`` (start, stop_exclusive): move along the segment on those W+ layers only
+    (:func:`layered_full`); None: the points themselves on every layer.
 
     Batch ``k`` (images ``k * batch_size ...``) renders under a forked torch RNG seeded with
     :func:`batch_seed` ``(samples.seed, k)``, so even ``noise_mode="random"`` gives the same images for
@@ -186,6 +211,8 @@ def write_augmentation(
     n = samples.points.shape[0]
     width = max(6, len(str(n - 1)))
     files = [f"images/{k:0{width}d}.png" for k in range(n)]
+    if layers is not None:  # a different render: images of the same points on all layers are not reused
+        meta = {**(meta or {}), "layers": list(layers)}
     plan = _plan(space, samples, batch_size, meta)
     plan_path = outdir / PLAN_FILE
     reuse = False
@@ -206,8 +233,10 @@ def write_augmentation(
             if reuse and all((outdir / files[k]).is_file() for k in range(s, stop)):
                 continue  # rendered by an earlier, interrupted run of the same request
             torch.manual_seed(batch_seed(samples.seed, s // batch_size))
-            v = torch.from_numpy(samples.points[s:stop])  # (B, D)
-            img = space.render(v)  # (B, C, H, W)
+            if layers is None:
+                img = space.render(torch.from_numpy(samples.points[s:stop]))  # (B, C, H, W)
+            else:
+                img = space.render_full(layered_full(space, samples, s, stop, layers))  # (B, C, H, W)
             check_finite(img, f"images of samples {s}..{stop - 1}")
             for k, im in enumerate(to_uint8(img), start=s):
                 save_png(outdir / files[k], im)
@@ -259,6 +288,7 @@ __all__ = [
     "batch_seed",
     "data_std",
     "labels_csv",
+    "layered_full",
     "parse_segment",
     "sample_segment",
     "write_augmentation",

@@ -591,6 +591,97 @@ def edit_full(
     return torch.stack([space.edit(full, direction, float(s), layers) for s in sigmas])
 
 
+# Edit strengths chosen from the data (see :func:`data_sigmas`).
+SIGMA_QUANTILE = 0.99  # the share of the data along a direction that the largest default step stays within
+SIGMA_STEPS = (-1.0, -0.5, 0.0, 0.5, 1.0)  # default columns, as fractions of the chosen largest step
+SIGMA_MAX_ROWS = 50_000  # rows of the data read to choose (an evenly spaced subset of larger data)
+
+
+@dataclass(frozen=True)
+class SigmaChoice:
+    """Edit strengths chosen from the data by :func:`data_sigmas` (sigmas in stds along a direction).
+
+    ``limit``: the largest step (the median of ``per_direction``, rounded down to 0.1); ``per_direction``:
+    each direction's own limit (None for a zero vector or no spread); ``quantile``: the share of the
+    data the step stays within; ``sigmas``: the default columns (``SIGMA_STEPS`` times ``limit``).
+    """
+
+    limit: float
+    per_direction: list[float | None]
+    quantile: float
+    sigmas: tuple[float, ...]
+
+    def describe(self) -> str:
+        """One sentence saying how the sigmas were chosen (for the report and options.json)."""
+        return (
+            f"chosen from the data: a seed at the data's mean moved by the largest step, {self.limit:g} std, "
+            f"stays within the central {100 * self.quantile:g} % of the sampled latents along the direction "
+            f"(the {100 * self.quantile:g}th percentile of |projection - mean| / std, median over "
+            f"{sum(v is not None for v in self.per_direction)} directions)"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly (options.json, summary.json)."""
+        return {
+            "rule": "data",
+            "quantile": self.quantile,
+            "limit": self.limit,
+            "per_direction": self.per_direction,
+            "sigmas": list(self.sigmas),
+        }
+
+
+def data_sigmas(
+    X: Any,
+    directions: torch.Tensor | np.ndarray,
+    quantile: float = SIGMA_QUANTILE,
+    steps: Sequence[float] = SIGMA_STEPS,
+    max_rows: int = SIGMA_MAX_ROWS,
+) -> SigmaChoice:
+    """Default edit strengths, in stds of the data along each direction, that keep edits on the data.
+
+    Large steps along a direction leave the generator's manifold (on a trained StyleGAN2, +-6 std along a
+    segment did), so the default is chosen from the sampled latents X (N, D) instead of fixed. For each
+    direction u (M, D) (normalised here), with the projections p = X u (N,), their mean m and std s:
+
+        limit_u = quantile_q(|p - m|) / s      (numpy's linear interpolation)
+
+    i.e. the step, in stds, that moves a seed at the data's mean to the edge of the central ``quantile``
+    of the data along u (for Gaussian data and q = 0.99: 2.58). The returned ``limit`` is the median of
+    limit_u over the directions (one scale for all columns of a run's edit grids), rounded down to 0.1;
+    ``sigmas`` are ``steps`` times it. Zero vectors and directions without spread are skipped. X may be
+    a memory map; more than ``max_rows`` rows are thinned to an evenly spaced subset.
+    """
+    if not 0 < quantile < 1:
+        raise ValueError(f"quantile must lie in (0, 1), got {quantile}")
+    U = torch.as_tensor(np.asarray(directions) if not isinstance(directions, torch.Tensor) else directions)
+    U = U.detach().to("cpu", torch.float64)
+    U = U.reshape(1, -1) if U.ndim == 1 else U  # (M, D)
+    N = int(X.shape[0])
+    if N < 2:
+        raise ValueError(f"choosing sigmas from the data needs at least 2 latents, got {N}")
+    if X.shape[1] != U.shape[1]:
+        raise ValueError(f"directions are {U.shape[1]}-D but the latents are {X.shape[1]}-D")
+    rows = np.asarray(X[:: max(1, -(-N // max_rows))], dtype=np.float64)  # (n, D)
+    norms = U.norm(dim=1)  # (M,)
+    units = U / norms.clamp_min(1e-300)[:, None]  # (M, D)
+    p = torch.from_numpy(rows) @ units.T  # (n, M)
+    dev = (p - p.mean(0)).abs()  # (n, M)
+    std = p.std(0, unbiased=False)  # (M,)
+    q = np.quantile(dev.numpy(), quantile, axis=0)  # (M,)
+    per: list[float | None] = [
+        float(q[i] / std[i]) if norms[i] > 0 and std[i] > 1e-12 * max(1.0, float(dev[:, i].max())) else None
+        for i in range(U.shape[0])
+    ]
+    valid = [v for v in per if v is not None]
+    if not valid:
+        raise ValueError("no direction has any spread of the data along it: cannot choose sigmas")
+    limit = math.floor(float(np.median(valid)) * 10 + 1e-9) / 10  # rounded down to 0.1
+    limit = max(limit, 0.1)
+    sigmas = tuple(round(float(s) * limit, 6) + 0.0 for s in steps)  # + 0.0: no "-0"
+    return SigmaChoice(limit=limit, per_direction=per, quantile=float(quantile), sigmas=sigmas)
+
+
 def nearest_segment(model: Any, vector: Any, bits: Sequence[int] | None = None) -> dict[str, Any]:
     """The segment of ``model`` (over ``bits``, default all bitrates) most parallel to ``vector`` (D,).
 
@@ -616,6 +707,8 @@ def nearest_segment(model: Any, vector: Any, bits: Sequence[int] | None = None) 
 
 
 __all__ = [
+    "SIGMA_QUANTILE",
+    "SIGMA_STEPS",
     "Direction",
     "DirectionFileError",
     "DirectionSet",
@@ -623,6 +716,7 @@ __all__ = [
     "check_layers",
     "check_name",
     "data_covariance",
+    "data_sigmas",
     "direction_paths",
     "edit_full",
     "layers_text",
@@ -636,6 +730,7 @@ __all__ = [
     "save_named_direction",
     "segment_directions",
     "segment_label",
+    "SigmaChoice",
     "spec_direction",
     "std_along",
 ]

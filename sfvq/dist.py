@@ -5,13 +5,15 @@
 describe (gloo on the CPU, NCCL for CUDA devices). Without those variables, or with a world of one,
 nothing is initialised and every helper here answers for a single process: rank 0 of 1, collectives
 return their input. The fit and the sharded writers call only these helpers, so the same code runs in
-one process and in many.
+one process and in many. Joining the group waits at most :data:`DEFAULT_INIT_TIMEOUT_S` (a process that
+died before joining fails the others quickly); collectives wait up to :data:`DEFAULT_TIMEOUT_S`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -36,9 +38,25 @@ def _dist() -> Any:
     return dist
 
 
+_alone = False  # set by local(): this process acts as a world of one
+
+
+@contextmanager
+def local() -> Iterator[None]:
+    """Inside the block this process works alone: every helper here answers for a single process (rank 0
+    of 1, collectives return their input), so that code which would share its work (a fit) runs whole
+    here, e.g. on rank 0 while the others wait for its result."""
+    global _alone
+    before, _alone = _alone, True
+    try:
+        yield
+    finally:
+        _alone = before
+
+
 def is_distributed() -> bool:
-    """Whether a process group of more than one process is active."""
-    if not torch.distributed.is_available():
+    """Whether a process group of more than one process is active (and not set aside by :func:`local`)."""
+    if _alone or not torch.distributed.is_available():
         return False
     dist = _dist()
     return dist.is_initialized() and dist.get_world_size() > 1
@@ -55,17 +73,40 @@ def backend_for(device: str | torch.device | None) -> str:
 # How long a process waits for the others in a collective: long, because ranks of a resumed render
 # may have very different amounts of work left before they meet at the final barrier.
 DEFAULT_TIMEOUT_S = 6 * 3600
+# How long a process waits for the others to join the group (torchrun's own default join timeout): a
+# process that died before joining (a bad path, an import error) fails the others within this, not after
+# DEFAULT_TIMEOUT_S. SFVQ_INIT_TIMEOUT_S overrides it (machines started by hand far apart).
+DEFAULT_INIT_TIMEOUT_S = 600
+INIT_TIMEOUT_ENV = "SFVQ_INIT_TIMEOUT_S"
+
+
+def init_timeout() -> float:
+    """Seconds to wait for every process to join: ``SFVQ_INIT_TIMEOUT_S``, else DEFAULT_INIT_TIMEOUT_S."""
+    value = os.environ.get(INIT_TIMEOUT_ENV)
+    if value is None or value == "":
+        return float(DEFAULT_INIT_TIMEOUT_S)
+    try:
+        seconds = float(value)
+    except ValueError as e:
+        raise RuntimeError(f"{INIT_TIMEOUT_ENV} must be a number of seconds, got {value!r}") from e
+    if not seconds > 0:
+        raise RuntimeError(f"{INIT_TIMEOUT_ENV} must be positive, got {value!r}")
+    return seconds
 
 
 def init(
     device: str | torch.device | None = None,
     backend: str | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    init_timeout_s: float | None = None,
 ) -> bool:
     """Join the process group torchrun describes; returns whether this run is distributed.
 
     A no-op (False) when ``WORLD_SIZE`` is unset or 1, and when a group is already initialised (then
     that group is used). ``MASTER_ADDR``/``MASTER_PORT`` must be set for a world of more than one.
+    Joining (the rendezvous store, the connections between processes and a first barrier) may take at
+    most ``init_timeout_s`` (None: :func:`init_timeout`), after which a RuntimeError says which
+    process is missing; collectives afterwards wait up to ``timeout_s``.
     """
     if env_world_size() == 1:
         return False
@@ -79,10 +120,28 @@ def init(
                 "processes with torchrun (python -m torch.distributed.run), which sets RANK, MASTER_ADDR "
                 "and MASTER_PORT"
             )
+    join_s = init_timeout() if init_timeout_s is None else float(init_timeout_s)
     backend = backend or backend_for(device)
     if backend == "nccl":
         torch.cuda.set_device(local_rank())
-    dist.init_process_group(backend=backend, init_method="env://", timeout=timedelta(seconds=timeout_s))
+    where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+    try:
+        # The store torchrun describes, with the short timeout: it bounds the wait for the others to join
+        # (rank 0's store waits for every process, the connections wait for every peer's address).
+        store, rank_, world = next(dist.rendezvous("env://", timeout=timedelta(seconds=join_s)))
+        dist.init_process_group(
+            backend=backend, store=store, rank=rank_, world_size=world, timeout=timedelta(seconds=timeout_s)
+        )
+        dist.barrier()  # every process joined (and NCCL made its communicator) within the join timeout
+    except RuntimeError as e:  # torch's DistError, DistStoreError, ... (all RuntimeErrors)
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        raise RuntimeError(
+            f"process {os.environ['RANK']} of {os.environ['WORLD_SIZE']} could not join the others at "
+            f"{where} within {join_s:g} s ({INIT_TIMEOUT_ENV} sets this): did every process start, and "
+            f"can each reach {where}? ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from e
+    store.set_timeout(timedelta(seconds=timeout_s))  # later uses of the store wait as collectives do
     return True
 
 
@@ -164,6 +223,15 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
+def all_gather_object(obj: Any) -> list[Any]:
+    """Every process's ``obj`` (pickled between our own processes only), in rank order."""
+    if not is_distributed():
+        return [obj]
+    gathered: list[Any] = [None] * world_size()
+    _dist().all_gather_object(gathered, obj)
+    return gathered
+
+
 def raise_together(error: BaseException | None) -> None:
     """Raise on every process if any process met an error, else return.
 
@@ -202,8 +270,11 @@ def my_items(items: Sequence[Any]) -> list[Any]:
 
 
 __all__ = [
+    "DEFAULT_INIT_TIMEOUT_S",
     "DEFAULT_TIMEOUT_S",
+    "INIT_TIMEOUT_ENV",
     "all_gather",
+    "all_gather_object",
     "all_reduce_min_",
     "all_reduce_sum_",
     "backend_for",
@@ -213,8 +284,10 @@ __all__ = [
     "device_for_rank",
     "env_world_size",
     "init",
+    "init_timeout",
     "is_distributed",
     "is_main",
+    "local",
     "local_rank",
     "my_items",
     "my_range",

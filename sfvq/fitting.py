@@ -135,8 +135,13 @@ def fit_curve(
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 0,
     resume: bool = False,
+    fitter: str = "sfvq",
 ) -> Any:
     """An :class:`~sfvq.SFVQ` of ``bits`` bits fitted to ``X`` (N, D), with ``metadata_`` set.
+
+    ``fitter``: "sfvq" (this package's fitter) or "sfdiveq" (SF-DiVeQ from the optional ``diveq``
+    package, :mod:`sfvq.sfdiveq`; no checkpoints, ``init``/``assign`` do not apply, recorded in the
+    metadata as ``fitter``).
 
     X may be a memory map or the :class:`~sfvq.shards.Rows` of a manifest: it is read chunk by chunk.
     ``checkpoint``, ``checkpoint_every`` and ``resume`` are those of :meth:`~sfvq.SFVQ.fit`.
@@ -146,6 +151,16 @@ def fit_curve(
     from sfvq.quantizer import SFVQ
 
     check_data(X)
+    if fitter == "sfdiveq":
+        from sfvq.sfdiveq import fit_sfdiveq
+
+        model = fit_sfdiveq(
+            X, bits, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, verbose=verbose
+        )
+        model.metadata_ = {**(metadata or {}), "fitter": "sfdiveq"}
+        return model
+    if fitter != "sfvq":
+        raise ValueError(f"fitter must be 'sfvq' or 'sfdiveq', got {fitter!r}")
     model = SFVQ(
         bits,
         epochs=epochs,

@@ -1,4 +1,4 @@
-"""Seeded sampling of latents (z, w, w+), streamed to disk with a JSON sidecar.
+"""Seeded sampling of latents (z, w, w+, s), streamed to disk with a JSON sidecar.
 
 How z is drawn is the generator's own (``G.z_stream``, ``G.z_for_seeds``); the default follows NVIDIA's
 tools, so seeds mean the same thing here as there:
@@ -22,6 +22,8 @@ Stored layouts (float32, one row per sample, ready to fit a curve on):
   which.
 * ``w``: (N, w_dim) = ``mapping(z, c, psi, cutoff)[:, 0]``.
 * ``w+``: (N, num_ws * w_dim) = ``ws.reshape(N, -1)``; reshape to (N, num_ws, w_dim) to synthesise.
+* ``s`` (StyleGAN2/3): (N, style_dim) = ``G.styles(ws)``, every style layer's code concatenated
+  (StyleSpace); ``s:GROUP`` keeps the columns of the group's layers (:func:`style_columns`).
 """
 
 from __future__ import annotations
@@ -39,10 +41,15 @@ from sfvq import __version__
 from sfvq.generators.base import Generator, normal_z_for_seeds
 from sfvq.io import atomic_path, load_npy_with_sidecar, sidecar_path, to_json_text
 
-SPACES = ("z", "w", "w+")
+SPACES = ("z", "w", "w+", "s")
 MAX_SEED = 2**32 - 1
 LATENTS_KIND = "sfvq-latents"
-LAYOUTS = {"z": "(N, z_dim)", "w": "(N, w_dim) = ws[:, 0]", "w+": "(N, num_ws * w_dim) = ws.reshape(N, -1)"}
+LAYOUTS = {
+    "z": "(N, z_dim)",
+    "w": "(N, w_dim) = ws[:, 0]",
+    "w+": "(N, num_ws * w_dim) = ws.reshape(N, -1)",
+    "s": "(N, style_dim) = G.styles(ws)",
+}
 
 
 def _check_seed(seed: Any) -> int:
@@ -81,12 +88,38 @@ def z_for_seeds(G: Generator, seeds: Sequence[int], truncation_psi: float = 1.0)
 
 
 def check_space(G: Generator, space: str) -> str:
-    """``space`` if ``G`` offers it, else ValueError naming the spaces it has."""
-    if space not in SPACES:
+    """``space`` if ``G`` offers it (``s:GROUP``: StyleSpace and a group that fits G), else ValueError
+    naming the spaces it has."""
+    from sfvq.parsing import split_space_name
+
+    base, group = split_space_name(space)
+    if base not in SPACES:
         raise ValueError(f"unknown latent space {space!r}; choose one of {', '.join(SPACES)}")
-    if space not in G.spaces:
-        raise ValueError(f"{G.name} has no {space!r} space (it offers: {', '.join(G.spaces)})")
+    if base not in G.spaces:
+        raise ValueError(f"{G.name} has no {base!r} space (it offers: {', '.join(G.spaces)})")
+    if base == "s":
+        style_columns(G, group)
     return space
+
+
+def style_columns(G: Generator, group: str | None) -> tuple[tuple[int, int], tuple[int, int]]:
+    """StyleSpace group -> (its W+ layers [start, stop), its entries [c0, c1) of the full S vector).
+
+    The style layers (``G.style_layers``: name, ws index, channels) are ordered by their ws index, so the
+    layers that read W+ entries ``start..stop-1`` are one contiguous block of S. ValueError for a group
+    that does not fit G (:func:`sfvq.parsing.style_group_range`) or holds no layer.
+    """
+    from sfvq.parsing import style_group_range
+
+    layout = getattr(G, "style_layers", None)
+    if layout is None:
+        raise ValueError(f"{G.name} has no StyleSpace (the style codes of a StyleGAN2/StyleGAN3 network)")
+    start, stop = style_group_range(group, G.num_ws)
+    c0 = sum(ch for _, i, ch in layout if i < start)
+    c1 = sum(ch for _, i, ch in layout if i < stop)
+    if c1 == c0:
+        raise ValueError(f"style group {group} of {G.name} holds no style layer")
+    return (start, stop), (c0, c1)
 
 
 def check_truncation(G: Generator, truncation_psi: float, truncation_cutoff: int | None) -> None:
@@ -127,6 +160,11 @@ def latent_dim(G: Generator, space: str) -> int:
         return G.z_dim
     if G.w_dim is None:
         raise ValueError(f"{G.name} has no mapping network, so no {space!r} space")
+    if space.partition(":")[0] == "s":
+        from sfvq.parsing import split_space_name
+
+        c0, c1 = style_columns(G, split_space_name(space)[1])[1]
+        return c1 - c0
     return G.w_dim if space == "w" else G.num_ws * G.w_dim
 
 
@@ -139,7 +177,8 @@ def latents_from_z(
     truncation_cutoff: int | None = None,
     class_idx: int | None = None,
 ) -> np.ndarray:
-    """z (N, z_dim) -> stored latents in ``space``: (N, z_dim), (N, w_dim) or (N, num_ws * w_dim) float32."""
+    """z (N, z_dim) -> stored latents in ``space``: (N, z_dim), (N, w_dim), (N, num_ws * w_dim) or
+    (N, columns of the style group) float32."""
     N, D = z.shape
     if D != G.z_dim:
         raise ValueError(f"expected z of shape (N, {G.z_dim}), got {z.shape}")
@@ -150,6 +189,11 @@ def latents_from_z(
     ws = G.mapping(zt, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)  # (N, L, w_dim)
     if ws.ndim != 3 or ws.shape[0] != N or ws.shape[1] != G.num_ws:
         raise ValueError(f"{G.name}.mapping returned {tuple(ws.shape)}, expected (N, {G.num_ws}, w_dim)")
+    if space.partition(":")[0] == "s":
+        from sfvq.parsing import split_space_name
+
+        c0, c1 = style_columns(G, split_space_name(space)[1])[1]
+        return G.styles(ws)[:, c0:c1].float().cpu().numpy()  # (N, c1 - c0)
     out = ws[:, 0] if space == "w" else ws.reshape(N, -1)  # (N, w_dim) or (N, L * w_dim)
     return out.float().cpu().numpy()
 
@@ -190,7 +234,7 @@ def _request(
         "generator": G.name,
         "generator_sha256": generator_sha256,
         "space": space,
-        "layout": LAYOUTS[space],
+        "layout": _layout(G, space),
         "n": n,
         "z_dim": G.z_dim,
         "w_dim": G.w_dim,
@@ -205,6 +249,16 @@ def _request(
         "rng": G.z_rng_description(per_seed=seeds is not None),
     }
     return n, seed, seeds, D, meta
+
+
+def _layout(G: Generator, space: str) -> str:
+    """The sidecar's ``layout`` text of ``space`` (a StyleSpace group names its columns)."""
+    if space.partition(":")[0] != "s" or ":" not in space:
+        return LAYOUTS[space.partition(":")[0]]
+    from sfvq.parsing import split_space_name
+
+    (start, stop), (c0, c1) = style_columns(G, split_space_name(space)[1])
+    return f"(N, {c1 - c0}) = G.styles(ws)[:, {c0}:{c1}] (the style layers of W+ layers {start}-{stop - 1})"
 
 
 def sample_latents(

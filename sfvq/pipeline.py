@@ -5,7 +5,7 @@ Steps (each timed in :attr:`RunResult.timings`, each long one with a progress ba
 1. ``sample``: space vectors of N latents (``latents.npy`` + sidecar, ``space.json``).
 2. ``fit``: the SFVQ curve (``model.safetensors``, ``loss.png``, ``curve.png``, ``summary.json``).
 3. ``plan``: how many images one generator call may render (a memory estimate,
-   :func:`sfvq.render.render_batch_size`), one call timed (the 2-bit corners), and what the rendering
+   :func:`sfvq.membudget.render_batch_size`), one call timed (the 2-bit corners), and what the rendering
    steps render so that the run fits its time budget (:func:`plan_renders`), printed and recorded.
 4. ``maps``: every corner of every planned bitrate rendered; ``maps/map_{b}bit.png`` (labelled grid,
    corners in empty regions framed in red) and ``maps/strip_{b}bit.png``; corners asked for at full size
@@ -13,11 +13,18 @@ Steps (each timed in :attr:`RunResult.timings`, each long one with a progress ba
 5. ``walk``: the finest curve walked at evenly spaced positions (``walks/walk.mp4``, ``walks/walk.gif``),
    each batch of frames streamed to the files as it is rendered.
 6. ``edits``: each planned segment of the edit bitrate applied to fixed seeds at several sigmas
-   (``edits/{b}bit_seg{i:03d}.png``); sigma is counted in stds of the data along the direction; the
+   (``edits/{b}bit_seg{i:03d}.png``); sigma is counted in stds of the data along the direction, and by
+   default chosen from the data (:func:`sfvq.directions.data_sigmas`, resolved in ``plan``); the
    unedited column (sigma 0) is rendered once for all segments.
 7. ``smoothness``: the order score of corners against k-means centroids, on images (the map renders
    reused; centroids rendered the same way for the planned bitrates) and space vectors.
-8. ``report``: ``usage.png``, ``report.html``, the full ``summary.json`` and ``options.json``.
+8. ``report``: ``usage.png``, ``report.html`` (and ``report.json`` + ``maps/tiles_{b}bit.png``, what
+   ``sfvq report`` redraws it from once ``sfvq annotate``/``sfvq quality`` added their files), the full
+   ``summary.json`` and ``options.json``.
+
+With ``annotate`` (``sfvq run --annotate``; off by default, as it takes longer than the rest of the main
+job), an ``annotate`` step before the report writes ``annotations.json`` and ``annotations/``
+(:mod:`sfvq.annotate`).
 
 Maps, walk and edits are rendered at a preview resolution (``--preview-res``, 256 px by default, or the
 generator's own when smaller; ``--full-res`` for full size): a StyleGAN2 stops at that block, which costs a
@@ -32,6 +39,12 @@ The run directory follows the contract shared by the other commands: ``model.saf
 writes into a staging folder beside the run directory, which replaces it only when the last step is done
 (:func:`sfvq.runs.staged_run`): a job that fails or is killed leaves the previous run as it was, and the
 files of a run carry its id (``run_id``) so that :meth:`sfvq.runs.Run.open` refuses a folder mixing two.
+
+Under torchrun (``torchrun --nproc-per-node N -m sfvq -- run ...``) rank 0 samples and fits
+(:data:`MAIN_WRITES_STEPS`; the others read its files), the processes share the renders (maps, walk, edit
+grids, k-means centroids, full-size corners: :func:`sfvq.render.render_shared`) and rank 0 alone writes
+the report and publishes the run; the pictures equal one process's for a given ``--render-batch-size``
+(docs/scale.md).
 """
 
 from __future__ import annotations
@@ -39,7 +52,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,13 +64,17 @@ if TYPE_CHECKING:  # imported where used, so that `sfvq run --help` starts witho
     import torch
 
 DEFAULT_N = 20_000
-DEFAULT_SIGMAS = (-6.0, -3.0, 0.0, 3.0, 6.0)
 DEFAULT_EDIT_SEEDS = (0, 1, 2, 3)
 DEFAULT_PREVIEW_RES = 256  # px of maps, walk and edits (or the generator's own, when smaller)
 DEFAULT_TIME_BUDGET = 600.0  # seconds for the whole run; 0: no limit
 DEFAULT_RENDER_BATCH = 64  # most images per generator call (fewer where memory says so)
 MIN_PREVIEW_RES = 8
 STEPS = ("sample", "fit", "plan", "maps", "walk", "edits", "smoothness", "report")
+# Under torchrun these run on rank 0 alone; the others render their shares in the steps before.
+MAIN_ONLY_STEPS = frozenset({"report", "annotate"})
+# Under torchrun these run on rank 0, which writes their files; the others then read those files, so that
+# every process renders from the same vectors and curve, bit for bit, as one process would.
+MAIN_WRITES_STEPS = frozenset({"sample", "fit"})
 # Shares of the rendering time a cut plan gives, in this order: maps (of all that is left), the k-means
 # baseline (of what the maps leave), edits (of what the baseline leaves); the walk gets the rest.
 PLAN_SHARES = {"maps": 0.6, "baseline": 0.25, "edits": 0.5}
@@ -67,8 +84,8 @@ BATCH_SECONDS = 10.0  # automatic batches stay under about this long, so that pr
 # Files from an earlier run in the same directory that this run rewrites: removed first, so that a run
 # that stops half-way never leaves a directory that looks complete or mixes two runs' pictures.
 _STALE = {
-    ".": ("report.html", "options.json", "summary.json", "usage.png"),
-    "maps": ("map_*bit.png", "strip_*bit.png", "corner_*bit_*.png"),
+    ".": ("report.html", "report.json", "options.json", "summary.json", "usage.png"),
+    "maps": ("map_*bit.png", "strip_*bit.png", "corner_*bit_*.png", "tiles_*bit.png"),
     "walks": ("walk.gif", "walk.mp4"),
     "edits": ("*bit_seg*.png",),
 }
@@ -102,7 +119,7 @@ class RunConfig:
     lr: float = DEFAULT_SCHEDULE["lr"]
     edit_bits: int | None = None  # None: min(bits, 4)
     edit_seeds: tuple[int, ...] = DEFAULT_EDIT_SEEDS
-    sigmas: tuple[float, ...] = DEFAULT_SIGMAS
+    sigmas: tuple[float, ...] | None = None  # None: chosen from the data (sfvq.directions.data_sigmas)
     walk_frames: int = 240  # at most; a time budget may render fewer
     fps: float = 24.0
     render_batch_size: int | None = None  # None: as many as fit in memory, at most DEFAULT_RENDER_BATCH
@@ -112,6 +129,8 @@ class RunConfig:
     full_res: bool = False  # render maps, walk and edits at the generator's full resolution
     full_res_corners: tuple[int, ...] = ()  # corners of the final bitrate also written at full size
     time_budget: float = DEFAULT_TIME_BUDGET  # seconds for the whole run (0: no limit)
+    fitter: str = "sfvq"  # "sfvq", or "sfdiveq" (SF-DiVeQ from the optional diveq package)
+    annotate: bool = False  # the optional annotate step (sfvq.annotate) before the report
 
     def render_resolution(self) -> int | None:
         """The resolution asked of the generator for maps, walk and edits (None: full size)."""
@@ -126,7 +145,7 @@ class RunConfig:
         d["outdir"] = str(self.outdir)
         d["edit_bits"] = self.resolved_edit_bits()
         d["edit_seeds"] = list(self.edit_seeds)
-        d["sigmas"] = list(self.sigmas)
+        d["sigmas"] = None if self.sigmas is None else list(self.sigmas)
         d["full_res_corners"] = list(self.full_res_corners)
         return d
 
@@ -320,8 +339,15 @@ def validate(config: RunConfig, G: Any) -> str:
     except ValueError as e:
         raise ConfigError("--bits", str(e)) from e
     kind = config.space or default_space(G)
-    if kind not in KINDS:
+    if kind.partition(":")[0] not in KINDS:
         raise ConfigError("--space", f"space must be one of {', '.join(KINDS)}, got {kind!r}")
+    if kind.partition(":")[0] == "s":
+        from sfvq.spaces import LatentSpace
+
+        try:
+            LatentSpace(G, kind)  # the generator has a StyleSpace and the group fits it
+        except ValueError as e:
+            raise ConfigError("--space", str(e)) from e
     if kind == "w" and "w" not in G.spaces:
         raise ConfigError("--space", f"{G.name} has no mapping network, so no W space; use features or z")
     if config.layer is not None and kind != "features":
@@ -348,7 +374,7 @@ def validate(config: RunConfig, G: Any) -> str:
         )
     if not config.edit_seeds:
         raise ConfigError("--edit-seeds", "give at least one seed to edit")
-    if not config.sigmas:
+    if config.sigmas is not None and not config.sigmas:
         raise ConfigError("--sigmas", "give at least one sigma")
     if config.walk_frames < 2:
         raise ConfigError("--walk-frames", f"a walk needs at least 2 frames, got {config.walk_frames}")
@@ -383,6 +409,10 @@ def sample_bytes(config: RunConfig, G: Any, kind: str) -> int:
         dim = int(G.w_dim)
     elif kind == "z":
         dim = int(G.z_dim)
+    elif kind.partition(":")[0] == "s":
+        from sfvq.spaces import LatentSpace
+
+        dim = int(LatentSpace(G, kind).dim)
     else:
         import torch
 
@@ -400,7 +430,7 @@ def sample_bytes(config: RunConfig, G: Any, kind: str) -> int:
 def _check_memory(config: RunConfig, G: Any, kind: str) -> None:
     """A :class:`ConfigError` on ``--n`` when the job's latents alone would not fit in the memory that is
     available now (where that can be read)."""
-    from sfvq.render import available_memory
+    from sfvq.membudget import available_memory
 
     available = available_memory("cpu")
     if available is None:
@@ -418,15 +448,13 @@ def _check_memory(config: RunConfig, G: Any, kind: str) -> None:
 
 
 def _render_batch(config: RunConfig, G: Any, option: str = "--device") -> int:
-    """Images per generator call at the run's resolution (:func:`sfvq.render.render_batch_size`, capped by
+    """Images per generator call (:func:`sfvq.membudget.render_batch_size`, capped by
     ``--render-batch-size``); a :class:`ConfigError` naming ``option`` (the device, whose memory it is)
     where one image is predicted not to fit."""
-    from sfvq.render import RenderMemoryError, render_batch_size
+    from sfvq.membudget import RenderMemoryError, render_batch_size
 
     try:
-        return render_batch_size(
-            G, config.render_resolution(), cap=config.render_batch_size or DEFAULT_RENDER_BATCH
-        )
+        return render_batch_size(G, config.render_batch_size or DEFAULT_RENDER_BATCH, check=True)
     except RenderMemoryError as e:
         raise ConfigError(option, str(e)) from e
 
@@ -447,11 +475,43 @@ def clear_stale(outdir: Path) -> list[Path]:
 
 
 @contextmanager
+def _shared_staging(outdir: Path) -> Iterator[Any]:
+    """:func:`sfvq.runs.staged_run`, shared by the processes of a ``torch.distributed`` run: rank 0 makes
+    the staging folder (and publishes it when its block ends), the others get its path and write their
+    shares of the renders into it (``outdir`` must then lie on a file system every process sees). A
+    failure to make it is raised on every process."""
+    from sfvq import dist
+    from sfvq.runs import staged_run
+
+    if not dist.is_distributed():
+        with staged_run(outdir) as staging:
+            yield staging
+        return
+    with ExitStack() as stack:
+        staging, error = None, None
+        if dist.is_main():
+            try:
+                staging = stack.enter_context(staged_run(outdir))
+            except Exception as e:  # noqa: BLE001 (raised below, on every process)
+                error = e
+        dist.raise_together(error)
+        yield dist.broadcast_object(staging)
+
+
+@contextmanager
 def _timed(timings: dict[str, float], step: str, log: Any) -> Iterator[None]:
     start = time.perf_counter()
     yield
     timings[step] = time.perf_counter() - start
     log(f"{step}: {timings[step]:.1f}s")
+
+
+def steps_for(config: RunConfig) -> tuple[str, ...]:
+    """The steps a run takes: :data:`STEPS`, with ``annotate`` before ``report`` when ``config.annotate``."""
+    if not config.annotate:
+        return STEPS
+    i = STEPS.index("report")
+    return (*STEPS[:i], "annotate", *STEPS[i:])
 
 
 def run_pipeline(
@@ -477,16 +537,21 @@ def run_pipeline(
 
         G = load_generator(config.network, device=config.device)
     kind = validate(config, G)
-    from sfvq.runs import staged_run
+    from sfvq import dist
 
     # Every step writes into the staging folder; it replaces config.outdir once the last one is done.
-    with staged_run(config.outdir) as staging:
+    with _shared_staging(config.outdir) as staging:
         out = staging.path
         job = _Job(config, G, kind, out, started=started, log=log, seconds_per_image=seconds_per_image)
         job.run_id = staging.run_id
-        for step in STEPS:
+        for step in steps_for(config):
+            if step in MAIN_ONLY_STEPS and not dist.is_main():
+                continue
             with _timed(job.timings, step, log):
-                getattr(job, step)()
+                if step in MAIN_WRITES_STEPS and dist.is_distributed():
+                    job.on_main(step)
+                else:
+                    getattr(job, step)()
     return RunResult(
         job.model,
         job.space,
@@ -532,6 +597,9 @@ class _Job:
         self.deadline: float | None = None  # perf_counter time rendering must end by (None: no budget)
         self.first_plan: RenderPlan | None = None
         self.eb = config.resolved_edit_bits()
+        # Edit strengths (std units): the user's, or chosen from the data in plan() (sigma_choice).
+        self.sigmas: tuple[float, ...] = tuple(config.sigmas) if config.sigmas is not None else ()
+        self.sigma_choice: Any = None
         self.timings: dict[str, float] = {}
         self.files: dict[str, Path] = {}
         self.corner_images: dict[int, torch.Tensor] = {}  # bits -> (K, C, H, W)
@@ -545,6 +613,38 @@ class _Job:
         self.model: Any = None
         self.stages: list[dict[str, Any]] = []
         self.codebooks: dict[int, torch.Tensor] = {}
+
+    def on_main(self, step: str) -> None:
+        """Run ``step`` (of :data:`MAIN_WRITES_STEPS`) on rank 0 alone; the other processes wait, then read
+        what it wrote (``_read_{step}``). An error on rank 0 is raised on every process."""
+        from sfvq import dist
+
+        error = None
+        if dist.is_main():
+            try:
+                with dist.local():  # rank 0 works as one process would (a fit of its own, no collectives)
+                    getattr(self, step)()
+            except Exception as e:  # noqa: BLE001 (raised below, on every process)
+                error = e
+        dist.raise_together(error)
+        if not dist.is_main():
+            getattr(self, f"_read_{step}")()
+
+    def _read_sample(self) -> None:
+        """The space and latents rank 0 sampled (``space.json``, ``latents.npy``)."""
+        import numpy as np
+
+        from sfvq.spaces import LatentSpace
+
+        self.space = LatentSpace.load(self.out, self.G)
+        self.V = np.ascontiguousarray(np.load(self.out / "latents.npy"), dtype=np.float32)
+
+    def _read_fit(self) -> None:
+        """The curve rank 0 fitted (``model.safetensors``)."""
+        from sfvq.quantizer import SFVQ
+
+        self.model = SFVQ.load(self.out / "model.safetensors", device="cpu")
+        self.codebooks = {b: C.detach().cpu().float() for b, C in sorted(self.model.codebooks_.items())}
 
     def sample(self) -> None:
         """Space vectors of N latents: ``latents.npy`` (+ sidecar) and ``space.json``."""
@@ -595,6 +695,7 @@ class _Job:
             device=c.device,
             verbose=self.progress,
             metadata={"network": c.network, "space": self.space.describe(), "data": data},
+            fitter=c.fitter,
         )
         self.stages, written = write_fit(self.model, self.V, self.out, run_id=self.run_id)
         for key in ("model", "loss plot", "curve plot"):
@@ -607,6 +708,7 @@ class _Job:
         import numpy as np
         import torch
 
+        from sfvq import dist
         from sfvq.metrics import segment_stats
         from sfvq.render import render_vectors
 
@@ -625,18 +727,23 @@ class _Job:
             self.rb = max(1, min(self.rb, int(BATCH_SECONDS / t)))
         self.side = max(self.corner_images[2].shape[2:])
         self.edit_stats = segment_stats(self.V, self.codebooks[self.eb])
+        self._choose_sigmas()
         spent = time.perf_counter() - self.started
         available = None if c.time_budget == 0 else (1 - PLAN_RESERVE) * (c.time_budget - spent)
+        # Under torchrun every process takes rank 0's figures (one batch size, one plan), and an image of
+        # the job costs t / world, as the processes share the images (self.rate counts so throughout).
+        shared = (self.rb, t, spent, available, self.edit_stats, self.sigmas)
+        self.rb, t, spent, available, self.edit_stats, self.sigmas = dist.broadcast_object(shared)
         if available is not None:
-            self.deadline = self.started + spent + max(0.0, available)
-        self.rate = t
+            self.deadline = time.perf_counter() + max(0.0, available)
+        self.rate = t / dist.world_size()
         self.first_plan = self.render_plan = plan = plan_renders(
             bits=c.bits,
             segment_usage=[row["usage"] for row in self.edit_stats],
             n_seeds=len(c.edit_seeds),
-            sigmas=c.sigmas,
+            sigmas=self.sigmas,
             walk_frames=c.walk_frames,
-            seconds_per_image=t,
+            seconds_per_image=self.rate,
             available=available,
         )
         full = G.img_resolution
@@ -659,17 +766,45 @@ class _Job:
                 + "; ".join(plan.left_out)
             )
 
+    def _choose_sigmas(self) -> None:
+        """The edit strengths: the user's ``--sigmas``, else chosen from the data along the edit bitrate's
+        segments (:func:`sfvq.directions.data_sigmas`), so that default edits stay on the data."""
+        from sfvq.directions import data_sigmas
+
+        if self.config.sigmas is not None:
+            return
+        C = self.codebooks[self.eb]  # (K, D)
+        self.sigma_choice = data_sigmas(self.V, C[1:] - C[:-1])
+        self.sigmas = self.sigma_choice.sigmas
+        steps = ", ".join(f"{s:g}" for s in self.sigmas)
+        self.log(f"edit sigmas {steps} std: {self.sigma_choice.describe()}")
+
+    def _sigma_record(self) -> dict[str, Any]:
+        """How the edit sigmas were chosen, JSON-friendly (options.json, summary.json)."""
+        if self.sigma_choice is None:
+            return {"rule": "given", "sigmas": list(self.sigmas)}
+        return dict(self.sigma_choice.as_dict())
+
+    def _sigma_text(self) -> str:
+        """How the edit sigmas were chosen, one sentence."""
+        if self.sigma_choice is None:
+            return "given (--sigmas)"
+        return str(self.sigma_choice.describe())
+
     def maps(self) -> None:
         """Every corner of every planned bitrate rendered: ``maps/map_{b}bit.png`` (corners in empty regions
         framed in red) and ``maps/strip_{b}bit.png``; corners asked for at full size as
         ``maps/corner_{b}bit_{k:03d}.png``. Empty corners are found at every bitrate."""
+        from sfvq import dist
         from sfvq.generators.base import to_uint8
         from sfvq.io import save_png
+        from sfvq.membudget import render_batch_size
         from sfvq.metrics import empty_corners
-        from sfvq.render import panoptic_map, render_batch_size, render_vectors, strip
+        from sfvq.render import batch_ranges, panoptic_map, render_shared, strip
 
         assert self.render_plan is not None
         c, maps = self.config, self.out / "maps"
+        spread = c.render_batch_size is None  # under torchrun automatic batches shrink to reach every process
         rendered, seconds = 0, 0.0  # images and seconds of the renders below (to revise the plan)
         for b, C in self.codebooks.items():
             found = empty_corners(self.V, C)
@@ -680,15 +815,22 @@ class _Job:
                 tiles = self._tiles2
             else:
                 start = time.perf_counter()
-                self.corner_images[b], tiles = render_vectors(
+                shared = render_shared(  # each process renders its batches; rank 0 gets them all
                     self.space,
                     C,
+                    self.out,
+                    f"map{b}",
                     batch_size=self.rb,
+                    spread=spread,
                     description=f"{b}-bit corners",
                     progress=self.progress,
                     resolution=self.res,
                 )
                 rendered, seconds = rendered + len(C), seconds + time.perf_counter() - start
+                if shared is not None:
+                    self.corner_images[b], tiles = shared
+            if not dist.is_main():  # rank 0 draws the maps
+                continue
             self.files[f"map {b} bits"] = save_png(
                 maps / f"map_{b}bit.png", panoptic_map(tiles, found.flagged)
             )
@@ -696,27 +838,37 @@ class _Job:
         self._revise_plan(rendered, seconds)
         if c.full_res_corners:
             ks = list(c.full_res_corners)
-            rb = render_batch_size(self.G, None, cap=c.render_batch_size or DEFAULT_RENDER_BATCH)
+            rb = render_batch_size(self.G, c.render_batch_size or DEFAULT_RENDER_BATCH)
             self.log(f"rendering {len(ks)} corner(s) at full size ({self.G.img_resolution} px)")
-            images = self.space.render(self.codebooks[c.bits][ks], rb)  # (k, C, H, W) full size
-            for k, tile in zip(ks, to_uint8(images), strict=True):
-                save_png(maps / f"corner_{c.bits}bit_{k:03d}.png", tile)
+            error = None
+            try:  # under torchrun each process renders and writes its batches of corners
+                for start, stop in dist.my_items(batch_ranges(len(ks), rb, spread=spread)):
+                    part = ks[start:stop]
+                    images = self.space.render(self.codebooks[c.bits][part], rb)  # (k, C, H, W) full size
+                    for k, tile in zip(part, to_uint8(images), strict=True):
+                        save_png(maps / f"corner_{c.bits}bit_{k:03d}.png", tile)
+            except Exception as e:  # noqa: BLE001 (raised below, on every process)
+                error = e
+            dist.raise_together(error)
             self.files["full-size corners"] = maps
 
     def _revise_plan(self, images: int, seconds: float) -> None:
         """Plan the rest (baseline, edits, walk) again from the time the maps' ``images`` really took, so
         that a first estimate that was off does not overrun the budget (nothing to do without a budget,
         with a given time per image, or when the maps rendered fewer than 4 images)."""
+        from sfvq import dist
+
         c, plan = self.config, self.render_plan
+        # Rank 0's figures on every process (its wall time covers the whole job's images), one plan.
+        images, seconds, spent = dist.broadcast_object((images, seconds, time.perf_counter() - self.started))
         if c.time_budget == 0 or self.given_seconds_per_image is not None or images < 4 or plan is None:
             return
         self.rate = seconds / images
-        spent = time.perf_counter() - self.started
         self.render_plan = revised = plan_renders(
             bits=c.bits,
             segment_usage=[row["usage"] for row in self.edit_stats],
             n_seeds=len(c.edit_seeds),
-            sigmas=c.sigmas,
+            sigmas=self.sigmas,
             walk_frames=c.walk_frames,
             seconds_per_image=seconds / images,
             available=(1 - PLAN_RESERVE) * (c.time_budget - spent),
@@ -740,7 +892,8 @@ class _Job:
             self.rate = seconds / images
 
     def _fits(self, images: int) -> bool:
-        """Whether ``images`` more renders end before the deadline, at the last measured rate."""
+        """Whether ``images`` more renders (of the whole job, all processes together) end before the
+        deadline, at the last measured rate."""
         if self.deadline is None or self.rate is None:
             return True
         return time.perf_counter() + images * self.rate <= self.deadline
@@ -767,7 +920,8 @@ class _Job:
         """The finest curve walked at evenly spaced positions (as many frames as planned):
         ``walks/walk.mp4`` and ``walks/walk.gif`` (smaller frames), each batch of frames streamed to both as
         it is rendered, never the whole walk in memory."""
-        from sfvq.render import GifWriter, Mp4Writer, iter_renders, walk_points
+        from sfvq import dist
+        from sfvq.render import GifWriter, Mp4Writer, iter_shared_renders, walk_points
 
         assert self.render_plan is not None
         c, frames = self.config, self.render_plan.walk_frames
@@ -776,15 +930,24 @@ class _Job:
         points = walk_points(self.codebooks[c.bits], frames)  # (T, D)
         walks = self.out / "walks"
         start = time.perf_counter()
+        batches = iter_shared_renders(  # under torchrun: every process renders its batches, rank 0 gets all
+            self.space,
+            points,
+            self.out,
+            "walk",
+            batch_size=self.rb,
+            spread=c.render_batch_size is None,
+            description="walk",
+            progress=self.progress,
+            resolution=self.res,
+        )  # (b, H, W, C) uint8 each
+        if not dist.is_main():
+            for _ in batches:  # renders this process's share; rank 0 writes the files
+                pass
+            self._measured(frames, time.perf_counter() - start)
+            return
         with Mp4Writer(walks / "walk.mp4", c.fps) as mp4, GifWriter(walks / "walk.gif", c.fps, frames) as gif:
-            for batch in iter_renders(
-                self.space,
-                points,
-                batch_size=self.rb,
-                description="walk",
-                progress=self.progress,
-                resolution=self.res,
-            ):  # (b, H, W, C) uint8
+            for batch in batches:
                 mp4.add(batch)
                 gif.add(batch)
         self._measured(frames, time.perf_counter() - start)
@@ -797,6 +960,7 @@ class _Job:
         import numpy as np
         import torch
 
+        from sfvq import dist
         from sfvq.generators.base import to_uint8
         from sfvq.io import save_png
         from sfvq.progress import track
@@ -804,11 +968,12 @@ class _Job:
 
         assert self.render_plan is not None
         c, eb = self.config, self.eb
+        world = dist.world_size()  # under torchrun each process renders and writes its share of the grids
         chosen = set(self.render_plan.edit_segments)
         seeds_full = self.space.encode_seeds(list(c.edit_seeds))  # (S, num_ws, full_dim)
         units = self.model.directions(eb).detach().cpu().float()  # (K-1, D) unit, zero stays zero
-        S, T = len(c.edit_seeds), len(c.sigmas)
-        moved = [j for j, s in enumerate(c.sigmas) if s != 0]  # columns that differ between segments
+        S, T = len(c.edit_seeds), len(self.sigmas)
+        moved = [j for j, s in enumerate(self.sigmas) if s != 0]  # columns that differ between segments
         base = None
         if chosen and len(moved) < T:
             # The unedited column, rendered once: the same forked RNG as each column of render_edits.
@@ -822,25 +987,27 @@ class _Job:
             key=lambda row: (-row["usage"], row["segment"]),
         )
         edited: dict[int, Path] = {}
-        for row in track(rows, f"edits at {eb} bits", len(rows), self.progress):
+        mine = dist.my_items(rows)  # round-robin: every process gets some of the most used
+        for row in track(mine, f"edits at {eb} bits", len(mine), self.progress):
             i = row["segment"]
-            if edited and not self._fits(S * len(moved)):
+            if edited and not self._fits(S * len(moved) * world):  # the processes render in parallel
                 self.log(f"edits stopped at the time budget after {len(edited)} of {len(rows)} segments")
                 break
             start = time.perf_counter()
             columns: list[Any] = [base] * T  # per sigma: (S, H, W, C) uint8
             if moved:
-                sig = [c.sigmas[j] * row["std"] for j in moved]
+                sig = [self.sigmas[j] * row["std"] for j in moved]
                 rendered = edit_images(
                     self.space, seeds_full, units[i], sig, batch_size=self.rb, resolution=self.res
                 )  # (S * M, H, W, C), seed-major
                 rendered = rendered.reshape(S, len(moved), *rendered.shape[1:])  # (S, M, H, W, C)
                 for m, j in enumerate(moved):
                     columns[j] = rendered[:, m]
-                self._measured(S * len(moved), time.perf_counter() - start)
+                self._measured(S * len(moved) * world, time.perf_counter() - start)
             tiles = np.stack(columns, 1)  # (S, T, H, W, C)
-            grid = edit_grid(tiles.reshape(S * T, *tiles.shape[2:]), c.edit_seeds, c.sigmas)
+            grid = edit_grid(tiles.reshape(S * T, *tiles.shape[2:]), c.edit_seeds, self.sigmas)
             edited[i] = save_png(self.out / "edits" / f"{eb}bit_seg{i:03d}.png", grid)
+        edited = {i: path for part in dist.all_gather_object(edited) for i, path in part.items()}
         if len(edited) < len(rows):
             self._cut(edit_segments=sorted(edited))
         for row in self.edit_stats:
@@ -850,24 +1017,35 @@ class _Job:
 
     def smoothness(self) -> None:
         """The order score of SFVQ corners against k-means centroids, on images and on space vectors."""
+        from sfvq import dist
         from sfvq.metrics import image_smoothness, kmeans, smoothness
         from sfvq.progress import track
-        from sfvq.render import render_vectors
+        from sfvq.render import render_shared
 
         assert self.render_plan is not None
         items = list(self.codebooks.items())
         baseline = set(self.render_plan.baseline_bits)
         rendered: list[int] = []
         for b, C in track(items, "k-means baseline", len(items), self.progress):
-            centroids = kmeans(self.V, 2**b, seed=self.config.seed)  # (K, D)
+            # Under torchrun rank 0's centroids and decisions hold everywhere; the processes share renders.
+            centroids = dist.broadcast_object(
+                kmeans(self.V, 2**b, seed=self.config.seed) if dist.is_main() else None
+            )  # (K, D)
             km_image = None
-            if b in baseline and self._fits(2**b):  # rendered as the map's corners were
+            if b in baseline and dist.broadcast_object(self._fits(2**b)):  # rendered as the corners were
                 start = time.perf_counter()
-                km_images, _ = render_vectors(
-                    self.space, centroids, batch_size=self.rb, progress=False, resolution=self.res
+                shared = render_shared(
+                    self.space,
+                    centroids,
+                    self.out,
+                    f"kmeans{b}",
+                    batch_size=self.rb,
+                    spread=self.config.render_batch_size is None,
+                    progress=False,
+                    resolution=self.res,
                 )
                 self._measured(2**b, time.perf_counter() - start)
-                km_image = image_smoothness(km_images)
+                km_image = None if shared is None else image_smoothness(shared[0])
                 rendered.append(b)
             corners = self.corner_images.get(b)
             self.smooth.append(
@@ -884,6 +1062,29 @@ class _Job:
             self.log(f"k-means baseline stopped at the time budget: rendered at {done} bits")
             self._cut(baseline_bits=rendered)
 
+    def annotate(self) -> None:
+        """Optional (``--annotate``): every segment of the finest and the edit bitrate annotated on the edit
+        seeds (:func:`sfvq.annotate.annotate_run`, the scorer fitting the generator):
+        ``annotations.json`` and ``annotations/b{b}_s{i:03d}.png``."""
+        from types import SimpleNamespace
+
+        from sfvq.annotate import annotate_run
+        from sfvq.scorers.interface import make_scorer
+
+        c = self.config
+        scorer, line = make_scorer("auto", c.network, self.G)
+        self.log(line)
+        run = SimpleNamespace(path=self.out, model=self.model, space=self.space, latents=self.V)
+        try:
+            self.files["annotations"] = annotate_run(
+                run, sorted({self.eb, c.bits}), seeds=c.edit_seeds, scorer=scorer, resolution=self.res,
+                batch_size=self.rb, progress=self.progress,
+                sigma=max((abs(x) for x in self.sigmas), default=None) or None,  # the grids' largest
+            )  # fmt: skip
+        finally:
+            if callable(getattr(scorer, "close", None)):
+                scorer.close()
+
     def report(self) -> None:
         """``usage.png``, ``report.html``, the full ``summary.json`` and ``options.json``."""
         import torch
@@ -891,7 +1092,7 @@ class _Job:
         from sfvq import curve
         from sfvq.io import write_json, write_options
         from sfvq.metrics import DIST_FACTOR, MIN_SHARE
-        from sfvq.report import usage_plot, write_report
+        from sfvq.report import REPORT_INPUTS, usage_plot, write_report, write_report_inputs
 
         c, out, V = self.config, self.out, self.V
         usage = {
@@ -903,8 +1104,11 @@ class _Job:
         self.files["usage plot"] = usage_plot(usage, out / "usage.png")
         rel = {k: _rel(p, out) for k, p in self.files.items()}
         self.files["report"] = out / "report.html"
-        rel["report"] = "report.html"
-        write_report(out / "report.html", self._report_data(rel))
+        self.files["report inputs"] = out / REPORT_INPUTS
+        rel["report"], rel["report inputs"] = "report.html", REPORT_INPUTS
+        data = self._report_data(rel)
+        write_report(out / "report.html", data)
+        write_report_inputs(out, data)  # what `sfvq report` redraws the page from
         summary = {
             "run_id": self.run_id,
             "network": c.network,
@@ -924,11 +1128,14 @@ class _Job:
                 {**s, "edit": None if s["edit"] is None else _rel(s["edit"], out)} for s in self.segments
             ],
             "render": self._render_summary(),
+            "sigmas": list(self.sigmas),
+            "sigma_choice": self._sigma_record(),
             "timings": self.timings,
             "files": rel,
         }
         self.files["summary"] = write_json(out / "summary.json", summary)
-        self.files["options"] = write_options(out, "run", c.options(), run_id=self.run_id)
+        options = {**c.options(), "sigmas": list(self.sigmas), "sigma_choice": self._sigma_record()}
+        self.files["options"] = write_options(out, "run", options, run_id=self.run_id)
 
     def _render_summary(self) -> dict[str, Any]:
         """How the pictures were rendered (summary.json ``render``): resolution, batch, plan."""
@@ -955,6 +1162,8 @@ class _Job:
 
     def _report_data(self, rel: dict[str, str]) -> Any:
         """What report.html shows (the files written so far, ``rel``, as paths relative to the run)."""
+        from sfvq.generators.base import to_uint8
+        from sfvq.mapquality import u_profile
         from sfvq.metrics import DIST_FACTOR, MIN_SHARE
         from sfvq.report import ReportData
 
@@ -973,7 +1182,8 @@ class _Job:
             "fit schedule": f"{c.epochs} epochs x batch {c.batch_size}, lr {c.lr:g}",
             "edit bits": self.eb,
             "edit seeds": list(c.edit_seeds),
-            "sigmas (std units)": list(c.sigmas),
+            "sigmas (std units)": list(self.sigmas),
+            "sigmas chosen": self._sigma_text(),
             "walk": f"{self.render_plan.walk_frames if self.render_plan else c.walk_frames} frames "
             f"at {c.fps:g} fps",
             "render resolution": (
@@ -999,7 +1209,8 @@ class _Job:
             edit_settings={
                 "bits": self.eb,
                 "seeds": list(c.edit_seeds),
-                "sigmas": list(c.sigmas),
+                "sigmas": list(self.sigmas),
+                "sigma_rule": self._sigma_text(),
                 "layers": f"all ({_layer_text(space.num_ws)})",
             },
             curve_plot=out / "curve.png",
@@ -1012,6 +1223,10 @@ class _Job:
             full_resolution=self.G.img_resolution,
             left_out=list(self.render_plan.left_out) if self.render_plan else [],
             full_size_hint=self._full_size_hint(),
+            tiles={b: to_uint8(images) for b, images in sorted(self.corner_images.items())},
+            u_profiles={b: u_profile(C).numpy() for b, C in self.codebooks.items()},
+            run_dir=out,
+            run_label=str(c.outdir),
         )
 
 

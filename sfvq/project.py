@@ -13,13 +13,13 @@ target, by gradient descent through the generator:
 * what is optimised: ``w`` in W (or one w per style layer in W+), ``z`` in Z, the PCA coordinates in a
   feature space, so that the result renders exactly through the space (``space.render_full``);
 * the loss: ``pixel_weight`` x the mean squared error + ``edge_weight`` x the mean squared difference
-  between horizontally and vertically adjacent errors (a gradient term: it keeps thin lines such as the
-  frames of glasses, which a plain pixel loss lets blur away) + ``ssim_weight`` x (1 - multi-scale SSIM)
-  between render and target (computed at most at ``loss_resolution`` px; SSIM with an 11-px Gaussian
-  window at each halving of the image that still holds one, the scales weighted as Wang et al.'s MS-SSIM
-  weights them) + ``prior_weight`` x the squared distance from the sampled latents' mean in their
-  per-coordinate standard deviations (keeps a feature-space or z latent among the ones the generator was
-  made for);
+  between horizontally and vertically adjacent errors (a gradient term, meant for thin lines such as the
+  frames of glasses, which a plain pixel loss lets blur; measured in docs/real-images.md) +
+  ``ssim_weight`` x (1 - multi-scale SSIM) between render and target (computed at most at
+  ``loss_resolution`` px; SSIM with an 11-px Gaussian window at each halving of the image that still holds
+  one, the scales weighted as Wang et al.'s MS-SSIM weights them) + ``prior_weight`` x the squared
+  distance from the sampled latents' mean in their per-coordinate standard deviations (keeps a
+  feature-space or z latent among the ones the generator was made for);
 * StyleGAN2 noise inputs, when the space's noise mode is ``const``: the per-pixel noise maps are optimised
   with the latent, starting from the generator's constant noise, under the usual regulariser (the squared
   correlation of every map with itself shifted by one pixel across and down, at every halving down to
@@ -33,7 +33,8 @@ target, by gradient descent through the generator:
 
 Several targets are projected together as a batch (each with its own latent; Adam's per-coordinate steps
 make that the same as projecting them one by one). The differentiable forward pass of a generator comes
-from :func:`differentiable_render` (sfvq's StyleGAN2/StyleGAN3 networks, DCGANs).
+from the generator protocol (``has_gradient_path`` and the ``differentiable_*`` methods: sfvq's
+StyleGAN2/StyleGAN3 networks, DCGANs), through :func:`differentiable_render`.
 
 NVIDIA's latent files: :func:`save_projected_w` / :func:`load_projected_w` read and write
 ``projected_w.npz`` (key ``w``, shape (N, num_ws, w_dim) float32), so W latents travel between sfvq,
@@ -303,94 +304,56 @@ class DifferentiableRender:
     :meth:`~sfvq.spaces.LatentSpace.render_full` computes (at full resolution).
 
     The generator protocol renders under ``torch.no_grad``; projection needs the forward pass with
-    gradients, which is read here from the networks the adapters hold: sfvq's StyleGAN2 (the non-fused
-    forward of :func:`sfvq.avatars.networks.synthesis_forward`, which takes explicit noise maps) and
-    StyleGAN3 networks, and DCGANs. Other generators raise GeneratorError.
+    gradients, which generators with ``has_gradient_path`` give through the protocol's
+    ``differentiable_mapping`` / ``differentiable_synthesis`` / ``differentiable_render_features`` (sfvq's
+    StyleGAN2 and StyleGAN3 networks, DCGANs); other generators raise GeneratorError.
 
-    ``noise_shapes``: (r, r) of each StyleGAN2 noise input in forward order (empty without noise inputs).
+    ``noise_shapes``: (r, r) of each noise input in forward order (the generator's ``noise_inputs``;
+    empty without noise inputs).
     """
 
     def __init__(self, space: LatentSpace) -> None:
-        from sfvq.generators.dcgan import DCGANGenerator
-        from sfvq.generators.stylegan import StyleGANGenerator
-
         G = space.G
-        self.space = space
-        self.noise_layers: list[Any] = []
-        if isinstance(G, StyleGANGenerator):
-            self.kind = G.family
-            if G.family == "stylegan2":
-                syn = G.network.synthesis
-                for block in syn.blocks():
-                    for layer in [block.conv1] if block.in_channels == 0 else [block.conv0, block.conv1]:
-                        if layer.use_noise:
-                            self.noise_layers.append(layer)
-        elif isinstance(G, DCGANGenerator):
-            self.kind = "dcgan"
-        else:
+        if not getattr(G, "has_gradient_path", False):
             raise GeneratorError(
-                f"projection needs the forward pass of {G.name} with gradients, which sfvq reads from its "
-                "StyleGAN2/StyleGAN3 networks (pickles, exports) and DCGANs, not from a "
-                f"{type(G).__name__}"
+                f"projection needs the forward pass of {G.name} with gradients, and {G.name} has no gradient "
+                f"path (a {type(G).__name__}; sfvq has one for StyleGAN2/StyleGAN3 networks, from pickles or "
+                "exports, and for DCGANs)"
             )
+        if space.kind not in ("w", "z", "features"):
+            raise ValueError(f"projection works in W, W+, Z and feature spaces, not in {space.name!r}")
         if space.kind == "features" and space.pca_components is None:
             raise ValueError("the feature space has no PCA yet: project into a run's space")
+        self.space = space
+        self.noise_maps: list[torch.Tensor] = list(G.noise_inputs())  # (r, r) each
 
     @property
     def noise_shapes(self) -> list[tuple[int, int]]:
-        return [tuple(layer.noise_const.shape) for layer in self.noise_layers]
+        return [tuple(m.shape) for m in self.noise_maps]
 
     def constant_noise(self, n: int) -> list[torch.Tensor]:
         """The generator's constant noise maps, one (n, 1, r, r) copy per noise input."""
-        return [
-            layer.noise_const.detach().float()[None, None].expand(n, 1, -1, -1).clone()
-            for layer in self.noise_layers
-        ]
-
-    def _ws(self, full: torch.Tensor) -> torch.Tensor:
-        """Full tensors of a W, Z or W-layer feature space -> ws (N, num_ws, w_dim)."""
-        space, G = self.space, self.space.G
-        n = full.shape[0]
-        if space.kind == "w":
-            return full
-        if space.kind == "z":
-            from sfvq.latents import class_vectors
-
-            c = G.make_c(class_vectors(G, space.class_idx, n), n)
-            return G.network.mapping(full[:, 0], c, space.truncation_psi, space.truncation_cutoff)
-        return full[:, 0].reshape(n, *space.feature_shape)  # the "w" layer: its activations are the ws
+        return [m.detach().float()[None, None].expand(n, 1, -1, -1).clone() for m in self.noise_maps]
 
     def __call__(self, full: torch.Tensor, noise: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
         """Render full tensors (N, num_ws, full_dim) on the generator's device; ``noise`` one map
-        (N or 1, 1, r, r) per StyleGAN2 noise input (None: the space's noise mode)."""
+        (N or 1, 1, r, r) per noise input (None: the space's noise mode)."""
+        from sfvq.latents import class_vectors
+
         space, G = self.space, self.space.G
         full = full.to(G.device, torch.float32)
         n = full.shape[0]
-        if self.kind == "dcgan":
-            if space.kind == "features":
-                index = G.layers.index(space.layer)
-                f = G.clamp_features(space.layer, full[:, 0].reshape(n, *space.feature_shape))
-                return G.net.forward_from(index, f)
-            z = full[:, 0]
-            cutoff = space.truncation_cutoff
-            psi = space.truncation_psi if cutoff is None or cutoff >= 1 else 1.0
-            return G.net(z * psi)
-        ws = self._ws(full)
-        if self.kind == "stylegan3":
-            return G.network.synthesis(ws, noise_mode=space.noise_mode)
-        from sfvq.avatars.networks import synthesis_forward
-
-        if noise is not None:
-            if len(noise) != len(self.noise_layers):
-                raise ValueError(f"got {len(noise)} noise maps for {len(self.noise_layers)} noise inputs")
-            maps = iter(noise)
-            return synthesis_forward(G.network.synthesis, ws, lambda n_, r_: next(maps))
-        if space.noise_mode == "const":
-            return synthesis_forward(G.network.synthesis, ws)
-        if space.noise_mode == "none":
-            return synthesis_forward(G.network.synthesis, ws, lambda n_, r_: ws.new_zeros(n_, 1, r_, r_))
-        return synthesis_forward(
-            G.network.synthesis, ws, lambda n_, r_: torch.randn(n_, 1, r_, r_, device=ws.device)
+        if noise is not None and len(noise) != len(self.noise_maps):
+            raise ValueError(f"got {len(noise)} noise maps for {len(self.noise_maps)} noise inputs")
+        if space.kind == "w":
+            return G.differentiable_synthesis(full, space.noise_mode, noise)
+        c = class_vectors(G, space.class_idx, n)  # (N, c_dim) or None
+        if space.kind == "z":
+            ws = G.differentiable_mapping(full[:, 0], c, space.truncation_psi, space.truncation_cutoff)
+            return G.differentiable_synthesis(ws, space.noise_mode, noise)
+        f = full[:, 0].reshape(n, *space.feature_shape)  # the layer's activations (N, ...)
+        return G.differentiable_render_features(
+            space.layer, f, c, space.truncation_psi, space.noise_mode, noise
         )
 
 
@@ -409,9 +372,11 @@ class ProjectionSettings:
     noise mode is ``const``. ``threads``: torch CPU threads while projecting (None: one for generators of
     at most :data:`SMALL_RESOLUTION` px on a CPU, whose small operations only lose time to a second thread
     on a busy machine, else unchanged). ``lr`` and ``latent_noise`` are in units of the sampled latents'
-    spread (``lr``: per coordinate; ``latent_noise``: of the whole vector's distance from their mean); the
-    defaults are those that projected best on builtin:avatars-sg2 and builtin:faces-dcgan (a learning rate
-    of 0.4 against 0.15, no latent noise against 0.05, the edge term: docs/real-images.md).
+    spread (``lr``: per coordinate; ``latent_noise``: of the whole vector's distance from their mean). The
+    defaults gave the highest mean PSNR on 50 fresh builtin:avatars-sg2 avatars, against a learning rate
+    of 0.15, latent noise of 0.05 and no edge term, each by 0.2-0.5 dB; on the astronaut photo
+    (builtin:faces-dcgan) the four settings lie within 0.25 dB, and the edge term did not make the
+    classifier read glasses more often (docs/real-images.md, "Projection settings").
     ``ssim_window``: the SSIM window in px (odd; smaller images use the largest that fits).
     """
 
@@ -716,9 +681,7 @@ class Projector:
             if self.plus and start.ndim == 2:
                 start = start[:, None, :].repeat(1, self.space.num_ws, 1)  # (N, L, dim)
             p = start.detach().clone().requires_grad_(True)
-            fit_noise = (
-                bool(self.render.noise_layers) and s.optimise_noise and self.space.noise_mode == "const"
-            )
+            fit_noise = bool(self.render.noise_maps) and s.optimise_noise and self.space.noise_mode == "const"
             noise = [m.to(dev) for m in self.render.constant_noise(n)] if fit_noise else []
             for m in noise:
                 m.sub_(m.mean(dim=(2, 3), keepdim=True)).div_(

@@ -2,10 +2,10 @@
 
 Rendering goes through a :class:`~sfvq.spaces.LatentSpace` (exact for every kind of space), at the
 generator's full size or a preview resolution; images come back as NHWC uint8 numpy arrays. How many
-images one generator call renders comes from a memory estimate (:func:`render_batch_size`), so that a
-full-size generator is never asked for more than the machine holds. Walks are streamed to their files
-(:class:`Mp4Writer`, :class:`GifWriter`) as the frames are rendered. Every file is written atomically (see
-:mod:`sfvq.io`).
+images one generator call renders comes from a memory estimate (:func:`sfvq.membudget.render_batch_size`),
+so that a full-size generator is never asked for more than the machine holds. Walks are streamed to their
+files (:class:`Mp4Writer`, :class:`GifWriter`) as the frames are rendered. Every file is written
+atomically (see :mod:`sfvq.io`).
 """
 
 from __future__ import annotations
@@ -21,71 +21,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sfvq import curve
-from sfvq.generators.base import Generator, preview_size, to_uint8
+from sfvq import curve, dist
+from sfvq.generators.base import preview_size, to_uint8
 from sfvq.images import FLAG_COLOUR, labelled_grid
 from sfvq.io import atomic_open, atomic_path
 from sfvq.progress import track
 from sfvq.spaces import LatentSpace, check_finite
-
-
-# ---------------------------------------------------------------------------------------------- memory
-class RenderMemoryError(MemoryError):
-    """One image would not fit in the memory available: said before rendering, not by the kernel's OOM
-    killer half-way through a run."""
-
-
-def _gib(n: float) -> str:
-    return f"{n / 2**30:.1f} GiB"
-
-
-def available_memory(device: str | torch.device = "cpu") -> int | None:
-    """Bytes that can be allocated now on ``device``: CUDA's free memory, else the smaller of Linux's
-    ``MemAvailable`` and the room left under a cgroup (container) limit; None where neither can be read."""
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(dev)
-        return int(free)
-    found: list[int] = []
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                found.append(int(line.split()[1]) * 1024)  # kB
-    with contextlib.suppress(OSError, ValueError):
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit != "max":
-            used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
-            found.append(max(0, int(limit) - used))
-    return min(found) if found else None
-
-
-def render_batch_size(
-    G: Generator, resolution: int | None, budget: int | None = None, *, cap: int = 64
-) -> int:
-    """How many images one generator call may render (at ``resolution`` px), after checking that one fits.
-
-    The estimate of one image is :func:`sfvq.membudget.image_bytes` (the generator's widest activations at
-    full size, which a preview never exceeds) and the batch :func:`sfvq.membudget.auto_batch_size` within
-    ``budget`` bytes (None: its default budget on the generator's device), at most ``cap``. Raises
-    :class:`RenderMemoryError` when even one image is predicted not to fit: over 90 % of the memory
-    available now, or over an explicit ``budget``.
-    """
-    from sfvq import membudget
-
-    if cap < 1:
-        raise ValueError(f"cap must be >= 1, got {cap}")
-    per_image = membudget.image_bytes(G)
-    side = getattr(G, "img_resolution", "?")
-    what = f"rendering one image of {G.name} ({side} px, a preview included) needs about {_gib(per_image)}"
-    if budget is not None and per_image > budget:
-        raise RenderMemoryError(f"{what}, over the {_gib(budget)} allowed")
-    available = available_memory(G.device)
-    if budget is None and available is not None and per_image > 0.9 * available:
-        raise RenderMemoryError(
-            f"{what}, but only {_gib(available)} of memory is available: free memory or use a machine "
-            "with more"
-        )
-    return membudget.auto_batch_size(G, budget, limit=cap)
 
 
 # ---------------------------------------------------------------------------------------------- renders
@@ -143,6 +84,133 @@ def iter_renders(
         images = space.render_full(part, batch_size, resolution)  # (b, C, H, W)
         check_finite(images, f"images rendered for {description}")
         yield to_uint8(images)
+
+
+# ---------------------------------------------------------------------------------------- several processes
+def batch_ranges(n: int, batch_size: int, *, spread: bool = False) -> list[tuple[int, int]]:
+    """The batches ``(start, stop)`` in which ``n`` images are rendered, the same in every process (batch k
+    is rendered by process k mod world, see :func:`render_shared`), so that a batch holds the same images
+    whatever the number of processes. ``spread``: under several processes, batches shrink to
+    ``ceil(n / world)`` where that is smaller, so that every process gets work (used where the batch size
+    was chosen automatically; a batch size the user gave is kept, which keeps the images bit for bit)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    world = dist.world_size()
+    if spread and world > 1 and n > 0:
+        batch_size = max(1, min(batch_size, -(-n // world)))
+    return [(start, min(n, start + batch_size)) for start in range(0, n, batch_size)]
+
+
+def _part(workdir: str | Path, name: str, k: int) -> Path:
+    """The file of batch ``k`` of a shared render (hidden, removed once rank 0 has read it)."""
+    return Path(workdir) / f".{name}-part{k:05d}.npy"
+
+
+def _render_my_batches(
+    space: LatentSpace,
+    full: torch.Tensor,
+    batches: Sequence[tuple[int, int]],
+    batch_size: int,
+    workdir: str | Path,
+    name: str,
+    description: str,
+    progress: bool,
+    resolution: int | None,
+    uint8: bool,
+) -> None:
+    """Render this process's batches (k = rank, rank + world, ...) of ``full`` (n, num_ws, full_dim), each
+    written atomically as one file (float images (b, C, H, W), or uint8 (b, H, W, C) with ``uint8``);
+    returns when every process is done, raising on every process if one failed."""
+    error: BaseException | None = None
+    try:
+        mine = dist.my_items(list(enumerate(batches)))
+        for k, (start, stop) in track(mine, description, len(mine), progress):
+            images = space.render_full(full[start:stop], batch_size, resolution)  # (b, C, H, W)
+            check_finite(images, f"images rendered for {description}")
+            with atomic_open(_part(workdir, name, k), "wb") as f:
+                np.save(f, to_uint8(images) if uint8 else images.numpy())
+    except Exception as e:  # noqa: BLE001 (raised below, on every process)
+        error = e
+    dist.raise_together(error)
+
+
+def _read_part(workdir: str | Path, name: str, k: int) -> np.ndarray:
+    path = _part(workdir, name, k)
+    array = np.load(path)
+    path.unlink()
+    return array
+
+
+def render_shared(
+    space: LatentSpace,
+    vectors: torch.Tensor | np.ndarray,
+    workdir: str | Path,
+    name: str,
+    *,
+    batch_size: int = 64,
+    spread: bool = False,
+    description: str = "rendering",
+    progress: bool = True,
+    resolution: int | None = None,
+) -> tuple[torch.Tensor, np.ndarray] | None:
+    """:func:`render_vectors` with the batches (:func:`batch_ranges`) shared among the processes of a
+    ``torch.distributed`` run: each renders its batches into ``workdir`` (files named after ``name``),
+    and rank 0 reads them back in order. Returns (float images (n, C, H, W), uint8 images (n, H, W, C))
+    on rank 0 (and in a single process, which renders everything with no file), None on the others.
+    The images equal one process's bit for bit when the batches are the same (``spread`` False)."""
+    if not dist.is_distributed():
+        return render_vectors(
+            space,
+            vectors,
+            batch_size=batch_size,
+            description=description,
+            progress=progress,
+            resolution=resolution,
+        )
+    full = space.to_full(torch.as_tensor(vectors).float().cpu())  # (n, num_ws, full_dim)
+    batches = batch_ranges(len(full), batch_size, spread=spread)
+    _render_my_batches(
+        space, full, batches, batch_size, workdir, name, description, progress, resolution, uint8=False
+    )
+    if not dist.is_main():
+        return None
+    images = torch.cat([torch.from_numpy(_read_part(workdir, name, k)) for k in range(len(batches))])
+    return images, to_uint8(images)
+
+
+def iter_shared_renders(
+    space: LatentSpace,
+    vectors: torch.Tensor | np.ndarray,
+    workdir: str | Path,
+    name: str,
+    *,
+    batch_size: int = 64,
+    spread: bool = False,
+    description: str = "rendering",
+    progress: bool = True,
+    resolution: int | None = None,
+) -> Iterator[np.ndarray]:
+    """:func:`iter_renders` with the batches shared among processes as in :func:`render_shared`: every
+    process renders its batches (uint8 files in ``workdir``) when the iteration starts; rank 0 then
+    yields every batch (b, H, W, C) in order, one file read at a time; the others yield nothing."""
+    if not dist.is_distributed():
+        yield from iter_renders(
+            space,
+            vectors,
+            batch_size=batch_size,
+            description=description,
+            progress=progress,
+            resolution=resolution,
+        )
+        return
+    full = space.to_full(torch.as_tensor(vectors).float().cpu())  # (n, num_ws, full_dim)
+    batches = batch_ranges(len(full), batch_size, spread=spread)
+    _render_my_batches(
+        space, full, batches, batch_size, workdir, name, description, progress, resolution, uint8=True
+    )
+    if dist.is_main():
+        for k in range(len(batches)):
+            yield _read_part(workdir, name, k)
 
 
 def panoptic_map(images: np.ndarray, flagged: Collection[int] = (), cols: int | None = None) -> Image.Image:
@@ -377,13 +445,13 @@ __all__ = [
     "FLAG_COLOUR",
     "GifWriter",
     "Mp4Writer",
-    "RenderMemoryError",
-    "available_memory",
+    "batch_ranges",
     "edit_grid",
     "edit_images",
     "iter_renders",
+    "iter_shared_renders",
     "panoptic_map",
-    "render_batch_size",
+    "render_shared",
     "render_vectors",
     "strip",
     "walk_points",

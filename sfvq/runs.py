@@ -47,12 +47,16 @@ STAMPED_FILES = ("options.json", "summary.json", "latents.json")
 RUN_FILES = frozenset(
     {
         MODEL_FILE, OPTIONS_FILE, "summary.json", "loss.png", "curve.png", "usage.png", "report.html",
+        "report.json",
         "latents.npy", "latents.json", "space.json", "space_pca.safetensors",
         "checkpoint.safetensors",  # sfvq fit's: a published run has nothing left to resume
+        "annotations.json",  # sfvq annotate's: describes the previous curve's segments
+        "quality.json",  # sfvq quality's: measures the previous curve
     }
 )  # fmt: skip
-RUN_FOLDERS = {"maps": ("map_*bit.png", "strip_*bit.png", "corner_*bit_*.png"),
-               "walks": ("walk.gif", "walk.mp4"), "edits": ("*bit_seg*.png",)}  # fmt: skip
+RUN_FOLDERS = {"maps": ("map_*bit.png", "strip_*bit.png", "corner_*bit_*.png", "tiles_*bit.png"),
+               "walks": ("walk.gif", "walk.mp4"), "edits": ("*bit_seg*.png",),
+               "annotations": ("b*_s*.png",)}  # fmt: skip
 
 
 class RunError(ValueError):
@@ -203,7 +207,7 @@ class Run:
                 space = LatentSpace.load(self.path, G)
             except (ValueError, KeyError, OSError) as e:
                 raise RunError(f"cannot use {self.space_file} with {G.name}: {e}") from e
-            if kind is not None and kind != space.kind:
+            if kind is not None and kind not in (space.kind, space.name):
                 raise RunError(
                     f"the model was fitted in space {space.name!r} ({self.space_file}), not {kind!r}", "space"
                 )

@@ -1,12 +1,19 @@
 """The latent space a curve lives in, and the exact way back from a vector there to an image.
 
-Three kinds:
+Four kinds:
 
 * ``w``: StyleGAN's W (``mapping(z)[:, 0]``, the paper's space). Edits may touch a range of the W+ layers.
 * ``z``: the generator's input noise. Kept for comparison: a Gaussian z has no structure for a curve.
 * ``features``: a layer's activations, flattened and reduced by PCA (the components holding a share of
   the variance, capped), as GANSpace does for generators without a mapping network. Vectors are mapped
   back through the PCA and the rest of the generator runs from that layer (``synthesis_from``).
+* ``s``: StyleSpace (StyleGAN2/StyleGAN3): the style codes of every style layer (its affine applied to its
+  w) concatenated into one vector of ``G.style_dim`` entries, rendered exactly from the codes
+  (``G.synthesis_from_styles_at``). ``s:GROUP`` (``coarse``, ``middle``, ``fine`` or a W+ range ``4-7``,
+  :func:`sfvq.parsing.style_group_range`) fits the curve in the codes of the layers reading those W+
+  entries only: a curve point renders with the other layers' codes of the mean w (``G.mean_w()``), an
+  edit leaves the edited latent's own codes outside the group untouched. The full tensor is the whole S
+  vector (n, 1, style_dim); layer ranges do not apply (the group is chosen when the space is made).
 
 Every space turns a *space vector* (N, dim), the thing the curve is fitted to, into a *full* tensor
 (N, num_ws, full_dim) that the generator renders; edits add a lifted direction to a full tensor, so an
@@ -29,7 +36,7 @@ from sfvq.latents import class_vectors, sample_latents, z_for_seeds
 from sfvq.membudget import render_batch_size
 from sfvq.pca import pca
 
-KINDS = ("w", "z", "features")
+KINDS = ("w", "z", "features", "s")
 SPACE_FILE = "space.json"
 PCA_FILE = "space_pca.safetensors"
 
@@ -39,7 +46,9 @@ class LatentSpace:
 
     Attributes: ``kind``, ``dim`` (space vectors), ``num_ws`` (layers an edit can address; 1 where layer
     ranges do not apply), ``full_dim``, and the sampling settings ``truncation_psi``,
-    ``truncation_cutoff``, ``class_idx``, ``noise_mode``.
+    ``truncation_cutoff``, ``class_idx``, ``noise_mode``. StyleSpace also has ``group`` (None: all
+    layers), ``style_range`` (its W+ layers [start, stop)) and ``style_columns`` (its entries [c0, c1) of
+    the full S vector). ``kind`` may be given as ``"s:GROUP"`` instead of ``kind="s", group=GROUP``.
     """
 
     def __init__(
@@ -56,7 +65,16 @@ class LatentSpace:
         pca_components: torch.Tensor | None = None,
         pca_explained: float | None = None,
         feature_shape: tuple[int, ...] | None = None,
+        group: str | None = None,
     ) -> None:
+        from sfvq.parsing import parse_style_group, split_space_name
+
+        kind, named_group = split_space_name(kind)
+        if named_group is not None and group is not None and named_group != parse_style_group(group):
+            raise ValueError(f"space s:{named_group} was given a second group {group!r}")
+        group = named_group if named_group is not None else group
+        if group is not None and kind != "s":
+            raise ValueError(f"only StyleSpace (s) takes a layer group, got group {group!r} for {kind!r}")
         if kind not in KINDS:
             raise ValueError(f"space must be one of {KINDS}, got {kind!r}")
         if kind == "w" and "w" not in G.spaces:
@@ -76,7 +94,13 @@ class LatentSpace:
         self.pca_components = pca_components  # (k, F), orthonormal rows
         self.pca_explained = pca_explained
         self.feature_shape = feature_shape  # (C, H, W) of the layer
-        if kind == "w":
+        self.group: str | None = None
+        self.style_range: tuple[int, int] | None = None  # W+ layers [start, stop) of the group
+        self.style_columns: tuple[int, int] | None = None  # its entries [c0, c1) of the full S vector
+        self._mean_styles: torch.Tensor | None = None  # (style_dim,) S of the mean w, on the CPU
+        if kind == "s":
+            self._init_styles(group)
+        elif kind == "w":
             self.num_ws, self.full_dim, self.dim = G.num_ws, int(G.w_dim), int(G.w_dim)
         elif kind == "z":
             self.num_ws, self.full_dim, self.dim = 1, G.z_dim, G.z_dim
@@ -85,9 +109,42 @@ class LatentSpace:
             self.full_dim = None if pca_components is None else int(pca_components.shape[1])
             self.dim = None if pca_components is None else int(pca_components.shape[0])
 
+    def _init_styles(self, group: str | None) -> None:
+        """StyleSpace: check that G has one, resolve the group to W+ layers and S columns."""
+        from sfvq.latents import style_columns
+        from sfvq.parsing import parse_style_group
+
+        G = self.G
+        if "s" not in G.spaces or not hasattr(G, "synthesis_from_styles_at"):
+            raise ValueError(
+                f"{G.name} has no StyleSpace (the style codes of a StyleGAN2/StyleGAN3 network); "
+                "use w, z or features"
+            )
+        self.group = None if group is None else parse_style_group(group)
+        self.style_range, self.style_columns = style_columns(G, self.group)
+        c0, c1 = self.style_columns
+        self.num_ws, self.full_dim, self.dim = 1, int(G.style_dim), c1 - c0
+
+    def mean_styles(self) -> torch.Tensor:
+        """StyleSpace: the full S vector of the mean w (style_dim,) on the CPU, which fills the layers
+        outside the group when a space vector is lifted (:meth:`to_full`)."""
+        if self._mean_styles is None:
+            ws = self.G.mean_w()[None, None, :].expand(1, self.G.num_ws, -1)  # (1, num_ws, w_dim)
+            self._mean_styles = self.G.styles(ws)[0].float().cpu()  # (style_dim,)
+        return self._mean_styles
+
+    def _styles_of_z(self, z: torch.Tensor) -> torch.Tensor:
+        """StyleSpace: z (n, z_dim) -> full S vectors (n, style_dim) on the CPU, truncated as in a plain
+        forward pass (mapping with the space's psi and cutoff)."""
+        z = z.to(self.G.device)
+        ws = self.G.mapping(z, self._c(z.shape[0]), self.truncation_psi, self.truncation_cutoff)
+        return self.G.styles(ws).float().cpu()  # (n, style_dim)
+
     # ------------------------------------------------------------------ description
     @property
     def name(self) -> str:
+        if self.kind == "s":
+            return "s" if self.group is None else f"s:{self.group}"
         return f"features:{self.layer}" if self.kind == "features" else self.kind
 
     @property
@@ -110,6 +167,12 @@ class LatentSpace:
         }
         if self.kind == "features":
             d.update(pca_explained=self.pca_explained, feature_shape=list(self.feature_shape or ()))
+        if self.kind == "s":
+            d.update(
+                group=self.group,
+                style_range=list(self.style_range or ()),
+                style_columns=list(self.style_columns or ()),
+            )
         return d
 
     # ------------------------------------------------------------------ sampling
@@ -145,7 +208,22 @@ class LatentSpace:
 
         For a feature space this also fits the PCA when it has none yet, on the first ``pca_samples`` of
         these samples (they are already a random draw; the fit's cost grows with the rows it sees).
+        A StyleSpace maps the same seeded z stream as W does and keeps its group's columns.
         """
+        if self.kind == "s":
+            from sfvq.latents import check_truncation, class_vectors
+            from sfvq.progress import track
+
+            check_truncation(self.G, self.truncation_psi, self.truncation_cutoff)
+            class_vectors(self.G, self.class_idx, 1)  # a bad class fails before any work
+            c0, c1 = self.style_columns
+            out = np.empty((n, self.dim), dtype=np.float32)
+            stream = self.G.z_stream(n, seed, self.truncation_psi, batch_size)
+            starts = range(0, n, batch_size)
+            for start in track(starts, f"sampling {self.name}", total=len(starts), enabled=progress):
+                z = torch.from_numpy(np.asarray(next(stream), dtype=np.float32))  # (b, z_dim)
+                out[start : start + z.shape[0]] = self._styles_of_z(z)[:, c0:c1].numpy()  # (b, dim)
+            return out
         if self.kind in ("w", "z"):
             return np.asarray(
                 sample_latents(
@@ -209,6 +287,11 @@ class LatentSpace:
             raise ValueError(f"expected space vectors of shape (N, {self.dim}), got {tuple(v.shape)}")
         if self.kind == "features":
             v = self.pca_mean + v @ self.pca_components  # (n, F)
+        elif self.kind == "s":
+            c0, c1 = self.style_columns
+            full = self.mean_styles().expand(v.shape[0], -1).clone()  # (n, style_dim): the mean w's codes
+            full[:, c0:c1] = v  # the group's codes
+            v = full
         return v[:, None, :].expand(-1, self.num_ws, -1).contiguous()
 
     def direction_to_full(self, d: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -216,6 +299,10 @@ class LatentSpace:
         d = torch.as_tensor(d, dtype=torch.float32).reshape(-1)
         if d.numel() != self.dim:
             raise ValueError(f"a direction in this space has {self.dim} entries, got {d.numel()}")
+        if self.kind == "s":
+            full = torch.zeros(self.full_dim)  # (style_dim,): no change outside the group
+            full[self.style_columns[0] : self.style_columns[1]] = d
+            return full
         return d @ self.pca_components if self.kind == "features" else d
 
     def encode_seeds(self, seeds: Sequence[int]) -> torch.Tensor:
@@ -225,6 +312,8 @@ class LatentSpace:
             return self._features_of_z(z)[:, None, :].cpu()
         if self.kind == "z":
             return z[:, None, :].float().cpu()
+        if self.kind == "s":
+            return self._styles_of_z(z)[:, None, :]  # (n, 1, style_dim)
         ws = self.G.mapping(z, self._c(len(seeds)), self.truncation_psi, self.truncation_cutoff)
         return ws.float().cpu()  # (n, num_ws, w_dim)
 
@@ -247,6 +336,8 @@ class LatentSpace:
             n = part.shape[0]
             if self.kind == "w":
                 img = self.G.synthesis_at(part, resolution, noise_mode=self.noise_mode)
+            elif self.kind == "s":
+                img = self.G.synthesis_from_styles_at(part[:, 0], resolution, noise_mode=self.noise_mode)
             elif self.kind == "z":
                 # The plain forward pass: mapping applies (or, where z carries it, records) truncation.
                 ws = self.G.mapping(part[:, 0], self._c(n), self.truncation_psi, self.truncation_cutoff)
@@ -374,6 +465,7 @@ class LatentSpace:
             truncation_cutoff=d.get("truncation_cutoff"),
             class_idx=d.get("class_idx"),
             noise_mode=d.get("noise_mode", "const"),
+            group=d.get("group") if d.get("kind") == "s" else None,
             **kw,
         )
         if space.dim != d.get("dim") or (d.get("full_dim") is not None and space.full_dim != d["full_dim"]):

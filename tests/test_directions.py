@@ -281,3 +281,32 @@ def test_edit_full_touches_only_the_named_layers(shared_dir):
         assert torch.equal(delta[:, :2], torch.zeros_like(delta[:, :2]))
         assert torch.equal(delta[:, 5:], torch.zeros_like(delta[:, 5:]))
         torch.testing.assert_close(delta[:, 2:5], (s * d).expand(3, 3, 32))
+
+
+def test_data_sigmas_on_a_hand_computable_distribution():
+    from sfvq.directions import SIGMA_STEPS, data_sigmas
+
+    # Column 0 takes -2, -1, 0, 1, 2 equally often: mean 0, std sqrt(2); |p| is 0 (20 %), 1 (40 %), 2 (40 %),
+    # so its 99th percentile is 2 and the limit 2 / sqrt(2). Column 1 is +-1: std 1, |p| always 1, limit 1.
+    x0 = np.repeat([-2.0, -1.0, 0.0, 1.0, 2.0], 200)
+    x1 = np.tile([-1.0, 1.0], 500)
+    X = np.stack([x0, x1], 1)  # (1000, 2)
+    dirs = torch.tensor([[1.0, 0.0], [0.0, 1.0], [5.0, 0.0], [0.0, 0.0]])  # not unit, and a zero vector
+    choice = data_sigmas(X, dirs)
+    assert choice.per_direction[:3] == pytest.approx([2**0.5, 1.0, 2**0.5])
+    assert choice.per_direction[3] is None  # a zero vector has no direction
+    assert choice.limit == 1.4  # the median sqrt(2), rounded down to 0.1
+    assert choice.sigmas == pytest.approx([s * 1.4 for s in SIGMA_STEPS]) and 0.0 in choice.sigmas
+    assert "99 %" in choice.describe() and choice.as_dict()["rule"] == "data"
+    # The median of |p| is 1 (positions 20 %-60 %): limit 1 / sqrt(2), rounded down to 0.7.
+    assert data_sigmas(X, dirs[0], quantile=0.5).limit == 0.7
+    # Gaussian data: the 99th percentile of |p| is 2.576 std, whatever the direction's scale.
+    G = np.random.default_rng(0).normal(size=(200_000, 3)) * [1.0, 10.0, 0.1]
+    per = data_sigmas(G, torch.eye(3)).per_direction
+    assert per == pytest.approx([2.576] * 3, abs=0.03)
+    with pytest.raises(ValueError, match="quantile"):
+        data_sigmas(X, dirs, quantile=1.0)
+    with pytest.raises(ValueError, match="2-D"):
+        data_sigmas(np.zeros((5, 3)), dirs)
+    with pytest.raises(ValueError, match="no direction has any spread"):
+        data_sigmas(np.ones((5, 2)), dirs)

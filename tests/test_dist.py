@@ -41,9 +41,36 @@ def test_helpers_answer_for_one_process(monkeypatch):
     assert [torch.equal(x, t) for x in dist.all_gather(t)] == [True]
     assert dist.my_range(10) == (0, 10) and dist.my_items([4, 5, 6]) == [4, 5, 6]
     assert dist.device_for_rank("cuda") == "cuda"
+    assert dist.all_gather_object({"r": 0}) == [{"r": 0}]
     dist.raise_together(None)
     with pytest.raises(KeyError, match="boom"):
         dist.raise_together(KeyError("boom"))
+    with dist.local():
+        assert not dist.is_distributed() and dist.world_size() == 1
+    assert dist._alone is False
+
+
+def test_a_process_whose_peers_never_come_fails_within_the_join_timeout(monkeypatch):
+    """Rank 0 of 2 alone: init gives up after the (short) join timeout with a message naming the address,
+    instead of waiting DEFAULT_TIMEOUT_S for a peer that died before joining."""
+    import time
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
+    monkeypatch.setenv(dist.INIT_TIMEOUT_ENV, "1")
+    start = time.monotonic()
+    with pytest.raises(
+        RuntimeError, match=r"process 0 of 2 could not join the others at 127\.0\.0\.1:\d+ within 1 s"
+    ):
+        dist.init()
+    assert time.monotonic() - start < 30
+    assert not torch.distributed.is_initialized()
+    monkeypatch.setenv(dist.INIT_TIMEOUT_ENV, "soon")
+    with pytest.raises(RuntimeError, match="SFVQ_INIT_TIMEOUT_S must be a number of seconds"):
+        dist.init()
 
 
 def test_init_names_what_torchrun_would_have_set(monkeypatch):
@@ -235,3 +262,126 @@ def test_processes_given_different_data_are_told_so(tmp_path):
         assert "different data (their first rows differ)" in line
         assert "different data: N from 100 to 101" in line
         assert line.endswith("same data fits: 50")
+
+
+@pytest.mark.slow
+def test_two_processes_run_the_main_job_as_one(tmp_path):
+    """torchrun -m sfvq run: rank 0 samples and fits, the processes share the renders (corners, walk
+    frames, edit grids, k-means centroids, full-size corners), rank 0 assembles and reports; every picture
+    and the model equal one process's byte for byte (the same --render-batch-size); what differs is only
+    the run id and the timings."""
+    args = ["run", "--network", "builtin:avatars-sg2", "--bits", 3, "--n", 200, "--epochs", 1,
+            "--walk-frames", 5, "--edit-seeds", "0-1", "--sigmas", "-3,0,3", "--render-batch-size", 3,
+            "--time-budget", 0, "--full-res-corners", "0-4", "--quiet", "--device", "cpu"]  # fmt: skip
+    cmds = [
+        _torchrun([*args, "--outdir", tmp_path / "two"], port=_free_port()),
+        [sys.executable, "-m", "sfvq", *(str(a) for a in args), "--outdir", str(tmp_path / "one")],
+    ]
+    out = subprocess.PIPE
+    procs = [subprocess.Popen(c, env=_env(), cwd=ROOT, stdout=out, stderr=out, text=True) for c in cmds]
+    outs = _communicate_all(procs, timeout=240)
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outs)
+
+    def files(d: Path) -> dict[str, bytes]:
+        return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+    one, two = files(tmp_path / "one"), files(tmp_path / "two")
+    assert sorted(one) == sorted(two) and not [f for f in two if "/." in f or f.startswith(".")]
+    stamped = {"model.safetensors", "latents.json", "options.json", "summary.json", "report.html"}
+    stamped |= {"report.json"}  # the run id and the timings
+    pictures = {f"maps/{kind}_{b}bit.png" for kind in ("map", "strip") for b in (2, 3)}
+    pictures |= {f"maps/corner_3bit_{k:03d}.png" for k in range(5)} | {"walks/walk.gif", "walks/walk.mp4"}
+    pictures |= {f"edits/3bit_seg{i:03d}.png" for i in range(7)}
+    assert pictures <= set(one)
+    assert {f: one[f] for f in one if f not in stamped} == {f: two[f] for f in two if f not in stamped}
+    m1, m2 = (
+        SFVQ.load(tmp_path / "one" / "model.safetensors"),
+        SFVQ.load(tmp_path / "two" / "model.safetensors"),
+    )
+    for b in (2, 3):
+        assert torch.equal(m1.codebooks_[b], m2.codebooks_[b])
+    s1, s2 = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("one", "two"))
+    assert s1["smoothness"] == s2["smoothness"] and s1["segments"] == s2["segments"]
+    assert s1["render"]["plan"]["edit_segments"] == s2["render"]["plan"]["edit_segments"] == list(range(7))
+    assert s1["run_id"] != s2["run_id"]
+
+
+_EVALUATE_SCRIPT = r"""
+import sys
+
+import numpy as np
+
+import sfvq.cli.compare as compare_cli
+from sfvq.cli import main
+from sfvq.evaluation import Scorers
+
+
+class Attributes:
+    # Image statistics in float64, image by image: the same scores however the images are batched.
+    def score(self, images):
+        x = images.double().numpy()  # (N, C, H, W)
+        W = x.shape[-1]
+        out = {name: [] for name in ("age", "gender", "smile", "yaw")}
+        for im in x:
+            out["age"].append(30 + 20 * im.mean())
+            out["gender"].append((im[2] - im[0]).mean())
+            out["smile"].append(im[:, :, W // 2 :].mean())
+            out["yaw"].append(im[..., : W // 2].mean() - im[..., W // 2 :].mean())
+        return {k: np.array(v) for k, v in out.items()}
+
+
+class Identity:
+    def embed(self, images):
+        x = images.double().numpy()
+        return np.stack([im[:, ::4, ::4].reshape(-1) for im in x])
+
+    @staticmethod
+    def distance(a, b):
+        return np.linalg.norm(np.asarray(a) - np.asarray(b), axis=-1)
+
+
+def ssim(a, b):
+    return np.array([1 - np.abs(x - y).mean() for x, y in zip(a.double().numpy(), b.double().numpy())])
+
+
+compare_cli._scorers = lambda with_ssim: Scorers(Attributes(), Identity(), ssim if with_ssim else None)
+main(sys.argv[1:], prog_name="sfvq")
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_evaluate_as_one(tmp_path):
+    """torchrun ... evaluate: rank 0 builds the directions, the processes share the screening (by
+    candidate) and the measurements (by render batches of seeds); results, table and figures equal one
+    process's (injected per-image scorers, as the real ones score image by image)."""
+    script = tmp_path / "evaluate.py"
+    script.write_text(_EVALUATE_SCRIPT)
+    args = ["evaluate", "--network", "builtin:faces-dcgan", "--methods", "sefa,ganspace-latent", "--k", 3,
+            "--n", 6, "--screen-n", 3, "--steps", "1,2", "--bootstrap", 20, "--n-samples", 200,
+            "--batch-size", 2]  # fmt: skip
+    two = ["--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
+    cmds = [  # "--": torchrun would take --n for one of its own options
+        [sys.executable, "-m", "torch.distributed.run", *two, str(script), "--", *map(str, args)],
+        [sys.executable, str(script), *map(str, args)],
+    ]
+    cmds[0] += ["--outdir", str(tmp_path / "two")]
+    cmds[1] += ["--outdir", str(tmp_path / "one")]
+    out = subprocess.PIPE
+    procs = [subprocess.Popen(c, env=_env(), cwd=ROOT, stdout=out, stderr=out, text=True) for c in cmds]
+    outs = _communicate_all(procs, timeout=240)
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outs)
+
+    def files(d: Path) -> dict[str, bytes]:
+        return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+    one, two = files(tmp_path / "one"), files(tmp_path / "two")
+    assert sorted(one) == sorted(two)
+    r1, r2 = (json.loads(d.pop("results.json")) for d in (one, two))
+    for r in (r1, r2):  # timings
+        r.pop("seconds")
+        for m in r["methods"].values():
+            m.pop("seconds")
+    assert r1 == r2 and len(r1["rows"]) == 2 * 4
+    assert r1["methods"]["sefa"]["screen_gains"] != np.zeros((3, 2, 4)).tolist()
+    one.pop("options.json"), two.pop("options.json")  # the output folder, the time taken
+    assert one == two and "figures/sefa.png" in one and "table.md" in one

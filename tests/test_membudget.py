@@ -15,12 +15,56 @@ def test_available_memory_reads_meminfo(tmp_path, monkeypatch: pytest.MonkeyPatc
     info = tmp_path / "meminfo"
     info.write_text("MemTotal:       24000000 kB\nMemFree:         100 kB\nMemAvailable:    3000000 kB\n")
     monkeypatch.setattr(membudget, "_MEMINFO", info)
+    monkeypatch.setattr(membudget, "_CGROUP_MAX", tmp_path / "absent")
     assert membudget.available_memory() == 3000000 * 1024
     assert membudget.available_memory("cpu") == 3000000 * 1024
     monkeypatch.setattr(membudget, "available_memory", lambda device=None: 10 * 2**30)
     assert membudget.default_budget() == membudget.CPU_BUDGET_CAP  # half of 10 GiB, capped
     monkeypatch.setattr(membudget, "available_memory", lambda device=None: 2**30)
     assert membudget.default_budget() == 2**29
+    monkeypatch.setattr(membudget, "available_memory", lambda device=None: None)  # nothing readable
+    assert membudget.default_budget() == membudget.CPU_BUDGET_CAP // 2
+
+
+def test_available_memory_counts_a_cgroup_limit(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    info = tmp_path / "meminfo"
+    info.write_text("MemAvailable:    3000000 kB\n")
+    (tmp_path / "memory.max").write_text(f"{2 * 2**30}\n")
+    (tmp_path / "memory.current").write_text(f"{2**30 + 5}\n")
+    monkeypatch.setattr(membudget, "_MEMINFO", info)
+    monkeypatch.setattr(membudget, "_CGROUP_MAX", tmp_path / "memory.max")
+    monkeypatch.setattr(membudget, "_CGROUP_CURRENT", tmp_path / "memory.current")
+    assert membudget.available_memory("cpu") == 2**30 - 5  # the container's room, under MemAvailable
+    (tmp_path / "memory.max").write_text("max\n")
+    assert membudget.available_memory("cpu") == 3000000 * 1024
+    assert membudget.available_memory() > 0 or membudget.available_memory() is None
+
+
+class _Sized:
+    """A stand-in generator for the memory checks (its size comes from a patched image_bytes)."""
+
+    name = "sized"
+    img_resolution = 64
+    device = torch.device("cpu")
+
+
+def test_render_batch_size_checks_that_one_image_fits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(membudget, "image_bytes", lambda G: 100)
+    monkeypatch.setattr(membudget, "available_memory", lambda device=None: 10_000)
+    assert membudget.render_batch_size(_Sized(), 32, 1000, check=True) == 10
+    assert membudget.render_batch_size(_Sized(), 4, 1000, check=True) == 4
+    assert membudget.render_batch_size(_Sized(), 32, 150, check=True) == 1
+    with pytest.raises(membudget.RenderMemoryError, match="over the 0.0 GiB allowed"):
+        membudget.render_batch_size(_Sized(), 32, 99, check=True)
+    assert membudget.render_batch_size(_Sized(), 32, 99) == 1  # unchecked: lowered, never refused
+    # Without a budget: the default one; one image over 90 % of what is available is refused up front.
+    monkeypatch.setattr(membudget, "default_budget", lambda device=None: 500)
+    assert membudget.render_batch_size(_Sized(), 32, check=True) == 5
+    monkeypatch.setattr(membudget, "image_bytes", lambda G: 9500)
+    with pytest.raises(membudget.RenderMemoryError, match="only 0.0 GiB of memory is available"):
+        membudget.render_batch_size(_Sized(), 32, check=True)
+    monkeypatch.setattr(membudget, "available_memory", lambda device=None: None)  # unknown: not refused
+    assert membudget.render_batch_size(_Sized(), 7, check=True) == 1
 
 
 def test_widest_activation_of_stylegan2_and_stylegan3() -> None:

@@ -82,7 +82,7 @@ def test_floats() -> None:
 
 
 def test_space_names_are_one_vocabulary() -> None:
-    assert set(SPACE_NAMES) == {"w", "w+", "z", "features"}
+    assert set(SPACE_NAMES) == {"w", "w+", "z", "features", "s"}
     assert check_space_name("w+", ("z", "w", "w+"), "sfvq sample") == "w+"
     with pytest.raises(
         ValueError, match=r"sfvq sample does not support space 'features' .*it takes z, w, w\+"
@@ -90,7 +90,7 @@ def test_space_names_are_one_vocabulary() -> None:
         check_space_name("features", ("z", "w", "w+"), "sfvq sample")
     with pytest.raises(ValueError, match=r"sfvq run does not support space 'w\+'"):
         check_space_name("w+", ("w", "z", "features"), "sfvq run")
-    with pytest.raises(ValueError, match=r"'W' is not a space name \(spaces: w, w\+, z, features\)"):
+    with pytest.raises(ValueError, match=r"'W' is not a space name \(spaces: w, w\+, z, features, s\)"):
         check_space_name("W", ("w", "z"), "sfvq edit")
 
 

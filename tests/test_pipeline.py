@@ -60,6 +60,7 @@ def test_validate_defaults(dcgan, sg2, tmp_path):
 
 def test_clear_stale_removes_only_the_pipelines_files(tmp_path):
     ours = ["report.html", "options.json", "summary.json", "maps/map_5bit.png", "maps/strip_2bit.png"]
+    ours += ["report.json", "maps/tiles_5bit.png"]
     ours += ["walks/walk.gif", "walks/walk.mp4", "edits/4bit_seg012.png"]
     theirs = ["notes.txt", "maps/my_favourite.png", "edits/sketch.png", "model.safetensors"]
     for name in ours + theirs:
@@ -144,7 +145,8 @@ def test_rerun_with_fewer_bits_leaves_no_stale_pictures(sg2, tmp_path):
     run_pipeline(RunConfig(bits=2, **common), G=sg2)
     assert (out / "maps" / "mine.png").read_text() == "kept" and (out / "directions.json").is_file()
     (out / "maps" / "mine.png").unlink()
-    assert sorted(p.name for p in (out / "maps").iterdir()) == ["map_2bit.png", "strip_2bit.png"]
+    maps = sorted(p.name for p in (out / "maps").iterdir())
+    assert maps == ["map_2bit.png", "strip_2bit.png", "tiles_2bit.png"]
     assert sorted(p.name for p in (out / "edits").iterdir()) == [f"2bit_seg{i:03d}.png" for i in range(3)]
 
 
@@ -293,7 +295,7 @@ def test_validate_render_settings(sg2, tmp_path, changes, option, message):
 
 
 def test_validate_predicts_running_out_of_memory(sg2, tmp_path, monkeypatch):
-    monkeypatch.setattr("sfvq.render.available_memory", lambda device: 1000)  # bytes
+    monkeypatch.setattr("sfvq.membudget.available_memory", lambda device: 1000)  # bytes
     with pytest.raises(ConfigError, match="needs about") as e:
         validate(RunConfig(network="x", outdir=tmp_path, bits=3, n=100), sg2)
     assert e.value.option == "--device"
@@ -345,3 +347,34 @@ def test_steps_stop_at_the_deadline_and_say_so(sg2, tmp_path, monkeypatch):
     assert summary["render"]["plan"]["edit_segments"] == [most_used]
     assert summary["render"]["first_plan"]["edit_segments"] == list(range(7))  # what was planned
     assert "6 of 7 segments" in (out / "report.html").read_text()
+
+
+def test_default_sigmas_are_chosen_from_the_data_and_recorded(sg2, tmp_path):
+    from sfvq.directions import data_sigmas
+    from sfvq.report import load_report_data, render_html
+
+    out = tmp_path / "run"
+    config = RunConfig(
+        network="sg2", outdir=out, bits=2, n=128, edit_seeds=(0,), walk_frames=2, progress=False
+    )
+    assert config.sigmas is None and config.options()["sigmas"] is None
+    run_pipeline(config, G=sg2)
+    X = np.load(out / "latents.npy")
+    C = SFVQ.load(out / "model.safetensors").codebooks_[2]
+    want = data_sigmas(X, C[1:] - C[:-1])
+    assert 0 < want.limit < 6  # within the data, not the old fixed +-6 std
+    options = json.loads((out / "options.json").read_text())["options"]
+    summary = json.loads((out / "summary.json").read_text())
+    for record in (options, summary):
+        assert record["sigmas"] == pytest.approx(list(want.sigmas))
+        assert record["sigma_choice"]["rule"] == "data" and record["sigma_choice"]["quantile"] == 0.99
+    page = (out / "report.html").read_text()
+    assert "chosen from the data" in page and f"{want.limit:g} std" in page
+    # report.json holds what the page was drawn from: drawn again, the same page.
+    again = load_report_data(out, run_label=str(out))
+    assert render_html(again) == page
+    # --sigmas given: used as they are.
+    run_pipeline(RunConfig(**{**config.__dict__, "sigmas": (0.0, 1.5)}), G=sg2)
+    options = json.loads((out / "options.json").read_text())["options"]
+    assert options["sigmas"] == [0.0, 1.5]
+    assert options["sigma_choice"] == {"rule": "given", "sigmas": [0.0, 1.5]}

@@ -87,17 +87,22 @@ def test_the_differentiable_render_matches_the_space(
     assert torch.allclose(explicit, cases[1].render_full(full), atol=1e-4)
     zero = render(full, [torch.zeros_like(m) for m in render.constant_noise(1)])
     assert not torch.allclose(zero, explicit, atol=1e-4)  # the noise is really used
+    with pytest.raises(ValueError, match="got 1 noise maps for"):
+        render(full, render.constant_noise(1)[:1])
+    assert not DifferentiableRender(cases[3]).noise_shapes  # a DCGAN has none
 
 
 def test_generators_without_a_gradient_path_are_refused() -> None:
-    from sfvq.generators.base import GeneratorError
+    from sfvq.generators.base import GeneratorBase, GeneratorError
 
-    class Toy:
+    class Toy(GeneratorBase):  # the protocol's defaults: no gradient path
         name, spaces, layers = "toy", ("z",), ()
         z_dim, num_ws, c_dim = 4, 1, 0
 
-    with pytest.raises(GeneratorError, match="projection needs the forward pass of toy"):
+    with pytest.raises(GeneratorError, match="projection needs the forward pass of toy .*no gradient path"):
         DifferentiableRender(LatentSpace(Toy(), "z"))  # type: ignore[arg-type]
+    with pytest.raises(GeneratorError, match="projection needs the forward pass of toy"):
+        Projector(LatentSpace(Toy(), "z"), reference=np.zeros((4, 4), np.float32))  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------- recovery
@@ -133,7 +138,7 @@ def test_noise_maps_are_fitted_and_regularised(sg2) -> None:
     settings = ProjectionSettings(steps=30, starts=4, reference_samples=200)
     result = Projector(space, settings=settings).project(target)
     assert result.images_noise is not None and len(result.noise) == len(
-        DifferentiableRender(space).noise_layers
+        DifferentiableRender(space).noise_maps
     )
     for m in result.noise:  # renormalised after every step
         assert float(m.mean()) == pytest.approx(0.0, abs=1e-4) and float(m.std()) == pytest.approx(

@@ -10,12 +10,10 @@ from sfvq.render import (
     FLAG_COLOUR,
     GifWriter,
     Mp4Writer,
-    RenderMemoryError,
     edit_grid,
     edit_images,
     iter_renders,
     panoptic_map,
-    render_batch_size,
     render_vectors,
     strip,
     walk_points,
@@ -201,42 +199,6 @@ def test_render_vectors_and_edit_images_at_a_preview_resolution(sg2_space):
     assert edits.shape == (2, 8, 8, 3)
 
 
-# ---------------------------------------------------------------------------------------------- memory
-class _Sized:
-    """A stand-in generator for the memory checks (its size comes from a patched image_bytes)."""
-
-    name = "sized"
-    img_resolution = 64
-    device = torch.device("cpu")
-
-
-def test_render_batch_size_fits_the_budget_and_refuses_what_cannot_fit(monkeypatch):
-    from sfvq import membudget
-
-    monkeypatch.setattr(membudget, "image_bytes", lambda G: 100)
-    monkeypatch.setattr("sfvq.render.available_memory", lambda device: 10_000)
-    assert render_batch_size(_Sized(), 32, budget=1000) == 10
-    assert render_batch_size(_Sized(), 32, budget=1000, cap=4) == 4
-    assert render_batch_size(_Sized(), 32, budget=150) == 1
-    with pytest.raises(RenderMemoryError, match="over the"):
-        render_batch_size(_Sized(), 32, budget=99)
-    # Without a budget: membudget's default; one image over 90 % of what is available is refused up front.
-    monkeypatch.setattr(membudget, "default_budget", lambda device=None: 500)
-    assert render_batch_size(_Sized(), 32) == 5
-    monkeypatch.setattr(membudget, "image_bytes", lambda G: 9500)
-    with pytest.raises(RenderMemoryError, match="only 0.0 GiB of memory is available"):
-        render_batch_size(_Sized(), 32)
-    monkeypatch.setattr("sfvq.render.available_memory", lambda device: None)  # unknown: not refused
-    assert render_batch_size(_Sized(), 32, cap=7) == 1
-
-
-def test_available_memory_reads_the_machine():
-    from sfvq.render import available_memory
-
-    free = available_memory("cpu")
-    assert free is None or free > 0
-
-
 # ---------------------------------------------------------------------------------------------- streaming
 def test_iter_renders_renders_one_batch_at_a_time(sg2_space, monkeypatch):
     sp = sg2_space
@@ -293,3 +255,56 @@ def test_mp4_writer_streams_batches_and_leaves_nothing_on_error(tmp_path):
         mp4.add(np.zeros((1, 16, 16, 3), np.uint8))
     assert not (tmp_path / "bad.mp4").exists() and not (tmp_path / "mixed.mp4").exists()
     assert not list(tmp_path.glob(".*tmp"))
+
+
+# ---------------------------------------------------------------------------------------- several processes
+def test_batch_ranges_are_those_of_one_process_unless_spread(monkeypatch):
+    from sfvq import dist
+    from sfvq.render import batch_ranges
+
+    assert batch_ranges(7, 3) == [(0, 3), (3, 6), (6, 7)]
+    assert batch_ranges(7, 3, spread=True) == [(0, 3), (3, 6), (6, 7)]  # one process: unchanged
+    assert batch_ranges(0, 3) == []
+    monkeypatch.setattr(dist, "world_size", lambda: 4)
+    assert batch_ranges(7, 3) == [(0, 3), (3, 6), (6, 7)]  # a given batch size is kept
+    assert batch_ranges(7, 64, spread=True) == [(0, 2), (2, 4), (4, 6), (6, 7)]  # every process gets one
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        batch_ranges(3, 0)
+
+
+def _as_rank(monkeypatch, rank: int, world: int) -> None:
+    """Make sfvq.dist answer as process ``rank`` of ``world`` (no process group: the collectives that
+    render_shared makes are a barrier and an error check, done here by the test's order)."""
+    from sfvq import dist
+
+    monkeypatch.setattr(dist, "is_distributed", lambda: True)
+    monkeypatch.setattr(dist, "rank", lambda: rank)
+    monkeypatch.setattr(dist, "world_size", lambda: world)
+
+    def raise_together(error: BaseException | None) -> None:
+        if error is not None:
+            raise error
+
+    monkeypatch.setattr(dist, "raise_together", raise_together)
+
+
+def test_render_shared_splits_the_batches_and_rank_0_reads_them_back(sg2_space, tmp_path, monkeypatch):
+    from sfvq.render import iter_shared_renders, render_shared
+
+    sp = sg2_space
+    V = torch.randn(7, sp.dim, generator=torch.Generator().manual_seed(3))
+    want_images, want_tiles = render_vectors(sp, V, batch_size=3, progress=False, resolution=16)
+    with monkeypatch.context() as m:  # process 1 of 2: batch 1 of (0-3, 3-6, 6-7), nothing returned
+        _as_rank(m, 1, 2)
+        assert render_shared(sp, V, tmp_path, "c", batch_size=3, progress=False, resolution=16) is None
+        assert (
+            list(iter_shared_renders(sp, V, tmp_path, "w", batch_size=3, progress=False, resolution=16)) == []
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".c-part00001.npy", ".w-part00001.npy"]
+    with monkeypatch.context() as m:  # process 0: batches 0 and 2, then every batch in order
+        _as_rank(m, 0, 2)
+        images, tiles = render_shared(sp, V, tmp_path, "c", batch_size=3, progress=False, resolution=16)
+        walk = list(iter_shared_renders(sp, V, tmp_path, "w", batch_size=3, progress=False, resolution=16))
+    assert torch.equal(images, want_images) and np.array_equal(tiles, want_tiles)
+    assert [len(b) for b in walk] == [3, 3, 1] and np.array_equal(np.concatenate(walk), want_tiles)
+    assert not list(tmp_path.iterdir())  # rank 0 removed the parts it read

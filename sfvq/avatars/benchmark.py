@@ -6,7 +6,9 @@ measured factor by factor instead of through face-analysis proxies.
 
 For every direction of every method (SFVQ segments at several bitrates, GANSpace, SeFa, LatentCLR and
 random directions, all in W, applied to every style layer or to one range of them, ``layers``; SeFa then
-factorises only those layers' affines):
+factorises only those layers' affines; and optionally SFVQ curves fitted in StyleSpace, ``style_spaces``
+such as ``s`` or ``s:coarse``, named ``sfvq-s:coarse-5bit``: their segments edit the codes of their
+group's style layers only, so ``layers`` does not apply to them):
 
 * **effect** (shift): ``n`` seeds are edited by ``+s`` and ``-s`` (``s`` in ``steps``, in std units of the
   data along the direction); for each factor, the total-variation distance ``0.5 * sum_v |P_v(+s) -
@@ -318,6 +320,92 @@ def curve_mutual_information(
     return out
 
 
+# ---------------------------------------------------------------------------------------------- auto layers
+AUTO_SUFFIX = "@auto"  # the name of a set measured with each direction on its own W+ range
+
+
+def auto_layer_ranges(
+    space: Any,
+    directions: DirectionSet,
+    sigma: float,
+    seeds: Sequence[int],
+    *,
+    batch_size: int = 64,
+    renderer: Any = None,
+) -> list[tuple[tuple[int, int], float | None]]:
+    """Each direction's W+ layer range as ``--layers auto`` picks it (:mod:`sfvq.annotate`, (c)): the
+    direction edits ``seeds`` by ``+-sigma`` stds along it and the annotate module's range search keeps
+    most of the change where it acts with the least elsewhere. Returns ``[((start, stop), kept share)]``
+    in the set's order; a direction whose edit changes nothing gets every layer (share None)."""
+    from sfvq.annotate import CHUNK, Renderer
+
+    if space.num_ws <= 1:
+        raise ValueError(f"{space.name} has no W+ layers: there is no layer range to choose")
+    r = renderer or Renderer(space, seeds, batch_size=batch_size, resolution=None)
+    dirs = list(directions)
+    out: list[tuple[tuple[int, int], float | None]] = []
+    for i in range(0, len(dirs), CHUNK):
+        part = dirs[i : i + CHUNK]
+        steps = []
+        for d in part:
+            if d.std is None or not d.std > 0:
+                raise ValueError(f"direction {d.name!r} has no std along it: its edit size is undefined")
+            steps.append(float(sigma) * float(d.std))
+        for a in r.annotate_many([d.vector for d in part], steps, effects=False):
+            out.append(((0, space.num_ws), None) if a.layers is None else (a.layers, a.layer_share))
+    return out
+
+
+def on_auto_layers(
+    directions: DirectionSet, ranges: Sequence[tuple[tuple[int, int], float | None]]
+) -> DirectionSet:
+    """A copy of ``directions`` with each direction set to its own range (from :func:`auto_layer_ranges`)."""
+    from dataclasses import replace
+
+    dirs = [
+        replace(d, layer_start=int(a), layer_stop=int(b))
+        for d, ((a, b), _) in zip(directions, ranges, strict=True)
+    ]
+    return DirectionSet(dirs, dim=directions.dim, meta={**(directions.meta or {}), "layers": "auto"})
+
+
+def _with_auto_variants(
+    sets: list[tuple[str, DirectionSet]],
+    skip: Any,
+    space: Any,
+    X: np.ndarray,
+    model: Any,
+    config: GroundTruthConfig,
+    say: Callable[[str], None],
+) -> tuple[list[tuple[str, DirectionSet]], dict[str, Any]]:
+    """Each W set of ``sets`` (not in ``skip``) followed by its ``@auto`` variant; and what was chosen
+    ({"seeds", "num_ws", "sigmas", "ranges", "shares"}): per @auto set the sigma its ranges were found
+    with, each direction's range (start, stop exclusive) and the share of its change that range keeps."""
+    from sfvq.annotate import Renderer, default_sigma
+
+    seeds = list(range(config.seed + config.n, config.seed + config.n + config.auto_seeds))
+    renderer = Renderer(space, seeds, batch_size=config.batch_size, resolution=None)
+    finest = default_sigma(X, model, max(config.bits))
+    info: dict[str, Any] = {"seeds": seeds, "num_ws": int(space.num_ws)}
+    info.update(sigmas={}, ranges={}, shares={})
+    out: list[tuple[str, DirectionSet]] = []
+    for name, dset in sets:
+        out.append((name, dset))
+        if name in skip:
+            continue
+        bits = dset.meta.get("bits") if dset.meta.get("method") == "sfvq" else None
+        sigma = config.auto_sigma or (default_sigma(X, model, bits) if bits is not None else finest)
+        t = time.perf_counter()
+        ranges = auto_layer_ranges(space, dset, sigma, seeds, renderer=renderer)
+        say(f"{name}: W+ ranges chosen at {sigma:.2f} stds in {time.perf_counter() - t:.1f} s")
+        auto = name + AUTO_SUFFIX
+        out.append((auto, on_auto_layers(dset, ranges)))
+        info["sigmas"][auto] = round(float(sigma), 4)
+        info["ranges"][auto] = [[int(a), int(b)] for (a, b), _ in ranges]
+        info["shares"][auto] = [None if s is None else round(float(s), 4) for _, s in ranges]
+    return out, info
+
+
 # ---------------------------------------------------------------------------------------------- the run
 @dataclass
 class GroundTruthResult:
@@ -333,6 +421,8 @@ class GroundTruthResult:
     curve_mi: dict[str, dict[str, Any]] = field(default_factory=dict)
     effects: dict[str, list] = field(default_factory=dict)
     seconds: float = 0.0
+    # --layers auto: {"seeds", "sigmas", "ranges", "shares", "chance", "purity_threshold"} of the @auto sets
+    auto_layers: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (config, per-method summaries, per-bitrate MI, raw effects)."""
@@ -347,6 +437,7 @@ class GroundTruthResult:
             "curve_mi": self.curve_mi,
             "effects": self.effects,
             "seconds": round(self.seconds, 1),
+            "auto_layers": self.auto_layers,
         }
 
 
@@ -362,7 +453,8 @@ def run_ground_truth(
     """Measure every method's directions on ``G`` (which must have a W space) with the factor ``classifier``.
 
     ``model`` is an SFVQ already fitted on W samples of ``G`` holding every bitrate in ``config.bits``
-    (fitted here on ``config.fit_n`` samples when None).
+    (fitted here on ``config.fit_n`` samples when None). Each of ``config.style_spaces`` gets its own curve,
+    fitted here on ``config.fit_n`` samples of that StyleSpace (the same seeded z as W).
     """
     from sfvq import SFVQ
     from sfvq.baselines import method_directions
@@ -376,6 +468,7 @@ def run_ground_truth(
     say = log or (lambda s: None)
     t0 = time.perf_counter()
     space = LatentSpace(G, "w")
+    style_spaces = [LatentSpace(G, name) for name in config.style_spaces]  # a group must fit G: said now
     X = np.ascontiguousarray(space.sample(config.fit_n, config.seed, progress=progress), dtype=np.float32)
     if model is None:
         say(f"fitting a {max(config.bits)}-bit curve on {config.fit_n} W samples")
@@ -399,6 +492,17 @@ def run_ground_truth(
     sets: list[tuple[str, DirectionSet]] = []
     for b in config.bits:
         sets.append((f"sfvq-{b}bit", on_layers(_segments(model, space, b, X))))
+    # StyleSpace curves: measured in their own space on the same seeds (their images equal W's exactly, so
+    # the unedited seeds' readings ``base`` are shared); ``where`` maps a set's name to (space, full).
+    where: dict[str, tuple[Any, torch.Tensor]] = {}
+    for s_space in style_spaces:
+        Xs = s_space.sample(config.fit_n, config.seed, progress=progress)  # (fit_n, dim) float32
+        say(f"fitting a {max(config.bits)}-bit curve on {config.fit_n} samples of {s_space.name}")
+        s_model = SFVQ(max(config.bits), random_state=config.seed, verbose=progress).fit(Xs)
+        s_full = s_space.encode_seeds(range(config.seed, config.seed + config.n))  # (n, 1, style_dim)
+        for b in config.bits:
+            sets.append((f"sfvq-{s_space.name}-{b}bit", _segments(s_model, s_space, b, Xs)))
+            where[sets[-1][0]] = (s_space, s_full)
     for method in config.methods:
         t = time.perf_counter()
         if method == "random":
@@ -413,41 +517,67 @@ def run_ground_truth(
             dset = md.directions
         say(f"{method}: {len(dset)} directions in {time.perf_counter() - t:.1f} s")
         sets.append((method, dset))
+    if config.auto_layers:  # each W set also on its directions' own ranges, right after it
+        sets, result.auto_layers = _with_auto_variants(sets, where, space, X, model, config, say)
 
     groups = factor_groups(factors)
     result.groups = {g: list(m) for g, m in groups.items()}
     measured: dict[str, tuple[np.ndarray, np.ndarray, DirectionSet, float]] = {}
     for name, dset in sets:
         t = time.perf_counter()
+        d_space, d_full = where.get(name, (space, full))
         shift, change = direction_effects(
-            space, dset, classifier, full, config.steps, batch_size=config.batch_size, base=base,
+            d_space, dset, classifier, d_full, config.steps, batch_size=config.batch_size, base=base,
             progress=progress, label=f"{name}: editing",
         )  # fmt: skip
         g_shift = grouped(shift, factors, groups)  # (M, T, G)
         per_face = grouped(change, factors, groups).sum(axis=2)  # (M, T) per-face change per step
         measured[name] = (g_shift, per_face, dset, time.perf_counter() - t)
-    rand = measured.get("random", (None,))[0]
-    chance = None if rand is None else rand[:, -1].mean(axis=0)  # (G,) mean shift of a random direction
-    result.chance = None if chance is None else dict(zip(groups, chance.round(5).tolist(), strict=True))
-    threshold, source = purity_threshold(config, rand, list(groups), chance)
-    result.purity_threshold = {"value": threshold, "source": source}
-    say(f"pure: purity >= {threshold:.3f} ({source}) and main shift >= {config.floor}")
     matched = {
         name: at_matched_change(g_shift, per_face, config.steps, config.match_change)
         for name, (g_shift, per_face, _, _) in measured.items()
     }
-    m_chance = None
-    if "random" in matched and matched["random"][2].any():
-        m_chance = np.nanmean(matched["random"][0], axis=0)  # (G,) random directions at the same change
+    # Chance and the purity a pure direction needs come from the random directions edited the same way:
+    # on ``layers`` for the plain sets, each on its own auto range for the @auto sets ("random@auto").
+    # suffix -> (chance (G,), chance at the matched change (G,), threshold, threshold at the matched change)
+    reference: dict[str, tuple[Any, Any, float, float]] = {}
+    for suffix in ("", AUTO_SUFFIX) if config.auto_layers else ("",):
+        rand = measured.get("random" + suffix, (None,))[0]
+        chance = None if rand is None else rand[:, -1].mean(axis=0)  # (G,) mean shift of a random direction
+        threshold, source = purity_threshold(config, rand, list(groups), chance)
+        m_chance, m_threshold = None, threshold if config.purity is not None else 0.5
+        r_matched = matched.get("random" + suffix)
+        if r_matched is not None and r_matched[2].any():
+            m_chance = np.nanmean(r_matched[0], axis=0)  # (G,) random directions at the same change
+            if config.purity is None:  # just above the purest random direction at the same change
+                reached_r = r_matched[0][r_matched[2]][:, None]  # (reached, 1, G)
+                best = summarise_effects(reached_r, list(groups), 1.0, 0.0, m_chance)["best_purity"]
+                m_threshold = float(np.nextafter(best, 2.0))
+        reference[suffix] = (chance, m_chance, threshold, m_threshold)
+        chance_d = None if chance is None else dict(zip(groups, chance.round(5).tolist(), strict=True))
+        th_d = {"value": threshold, "source": source, "matched": m_threshold}
+        if suffix:
+            assert result.auto_layers is not None
+            result.auto_layers["chance"] = chance_d
+            result.auto_layers["purity_threshold"] = th_d
+        else:
+            result.chance = chance_d
+            result.purity_threshold = th_d
+        say(f"pure{suffix}: purity >= {threshold:.3f} ({source}) and main shift >= {config.floor}")
     for name, (g_shift, per_face, dset, seconds) in measured.items():
+        chance, m_chance, threshold, m_threshold = reference[AUTO_SUFFIX * name.endswith(AUTO_SUFFIX)]
         summary = summarise_effects(g_shift, list(groups), threshold, config.floor, chance)
         summary["face_change"] = per_face[:, -1].tolist()
         summary["mean_face_change"] = float(per_face[:, -1].mean())
         eff, step, reached = matched[name]
         if reached.any():
-            ms = summarise_effects(eff[reached][:, None], list(groups), 1.0, 0.0, m_chance)
+            ms = summarise_effects(eff[reached][:, None], list(groups), m_threshold, config.floor, m_chance)
             summary["matched"] = {
                 "reached": int(reached.sum()),
+                "pure": ms["pure"],
+                "coverage": ms["coverage"],
+                "covered": ms["covered"],
+                "main_shift": ms["main_shift"],
                 "mean_purity": ms["mean_purity"],
                 "best_purity": ms["best_purity"],
                 "mean_step": float(np.nanmean(step)),
@@ -481,23 +611,40 @@ def run_ground_truth(
 
 
 # ---------------------------------------------------------------------------------------------- report
+def auto_range_row(name: str, ranges: Sequence[Sequence[int]], sigma: float, num_ws: int) -> str:
+    """One markdown row on the W+ ranges an @auto set's directions got: mean length, how many took every
+    layer, the three commonest ranges (inclusive, as users type them)."""
+    from collections import Counter
+
+    from sfvq.parsing import format_layer_range
+
+    lengths = [b - a for a, b in ranges]
+    every = sum(1 for a, b in ranges if a == 0 and b == num_ws)
+    common = Counter(format_layer_range(a, b) for a, b in ranges).most_common(3)
+    text = ", ".join(f"{k} ({v})" for k, v in common) or "-"
+    mean = f"{np.mean(lengths):.1f}" if lengths else "-"
+    return f"| {name} | {sigma:.2f} | {mean} | {every} | {text} |"
+
+
 def markdown_report(result: GroundTruthResult | dict[str, Any]) -> str:
     """Two markdown tables: directions per method, and curve ranges vs shuffled corners per bitrate."""
     r = result.to_dict() if isinstance(result, GroundTruthResult) else result
     F = len(r.get("groups") or r["factors"])
     lines = [
         "| method | directions | mean purity | best purity | mean main shift | mean per-face change | pure | "
-        f"coverage (of {F}) | factors with a pure direction | matched: reached | matched: mean purity |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+        f"coverage (of {F}) | factors with a pure direction | matched: reached | matched: mean purity | "
+        "matched: pure | matched: coverage | matched: factors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|",
     ]
     for name, s in r["methods"].items():
         covered = ", ".join(s["covered"]) or "-"
         m = s.get("matched") or {"reached": 0}
         mp = f"{m['mean_purity']:.3f}" if m["reached"] else "-"
+        m_cov = ", ".join(m.get("covered") or []) or "-"
         lines.append(
             f"| {name} | {s['directions']} | {s['mean_purity']:.3f} | {s['best_purity']:.3f} | "
             f"{s['mean_main_shift']:.3f} | {s['mean_face_change']:.2f} | {s['pure']} | {s['coverage']} | "
-            f"{covered} | {m['reached']} | {mp} |"
+            f"{covered} | {m['reached']} | {mp} | {m.get('pure', 0)} | {m.get('coverage', 0)} | {m_cov} |"
         )
     lines += [
         "",
@@ -508,10 +655,21 @@ def markdown_report(result: GroundTruthResult | dict[str, Any]) -> str:
     if th:
         floor = r["config"]["floor"]
         match = r["config"].get("match_change")
+        m_th = th.get("matched")
+        m_pure = "" if m_th is None else f" (pure there: purity >= {m_th:.3f} and main shift >= {floor})"
         lines.insert(
             0,
             f"Pure: purity >= {th['value']:.3f} ({th['source']}) and main shift >= {floor}. Matched: "
-            f"purity at the step where a direction's per-face change reaches {match}.\n",
+            f"purity at the step where a direction's per-face change reaches {match}{m_pure}.\n",
+        )
+    auto = r.get("auto_layers") or {}
+    a_th = auto.get("purity_threshold") or {}
+    if a_th:
+        lines.insert(
+            1 if th else 0,
+            f"`{AUTO_SUFFIX}` rows: each direction on its own W+ range (sfvq.annotate's criterion, "
+            f"`--layers auto`); pure there: purity >= {a_th['value']:.3f} ({a_th['source']}, random "
+            f"directions on their own ranges too) and main shift >= {r['config']['floor']}.\n",
         )
     for b, m in r["curve_mi"].items():
         ratio = m["curve_over_shuffled"]
@@ -519,4 +677,12 @@ def markdown_report(result: GroundTruthResult | dict[str, Any]) -> str:
             f"| {b} | {m['corners']} | {m['ranges']} | {m['mean_cell']:.3f} | {m['mean_curve']:.3f} | "
             f"{m['mean_shuffled']:.3f} | {'-' if ratio is None else f'{ratio:.2f}'} |"
         )
+    if auto.get("ranges"):
+        lines += [
+            "",
+            "| set | sigma (stds) | mean layers | all layers | commonest ranges |",
+            "|---|---:|---:|---:|---|",
+        ]
+        for name, ranges in auto["ranges"].items():
+            lines.append(auto_range_row(name, ranges, auto["sigmas"][name], auto["num_ws"]))
     return "\n".join(lines) + "\n"

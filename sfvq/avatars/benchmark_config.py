@@ -26,6 +26,14 @@ class GroundTruthConfig:
     batch_size: int = 128
     layers: tuple[int, int] | None = None  # W+ layers every edit touches (start, stop exclusive); None: all
     match_change: float = 1.0  # per-face change (summed over groups) at which purities are also compared
+    # --layers auto: also measure every W set with each direction on its own W+ range (sfvq.annotate's
+    # criterion), named "<set>@auto", next to the variants on ``layers``; found on ``auto_seeds`` seeds
+    # after the measured ones, edited by ``auto_sigma`` stds (None: sfvq annotate's default per bitrate)
+    auto_layers: bool = False
+    auto_seeds: int = 4
+    auto_sigma: float | None = None
+    # StyleSpace variants ("s", "s:coarse", "s:4-7", ...) whose own SFVQ curves are measured at ``bits`` too
+    style_spaces: tuple[str, ...] = ()
 
     def check(self) -> None:
         """Raise ValueError naming the first unusable setting."""
@@ -55,3 +63,19 @@ class GroundTruthConfig:
             raise ValueError(f"match_change must be > 0, got {self.match_change}")
         if self.mi_ranges < 2:
             raise ValueError(f"mi_ranges must be >= 2, got {self.mi_ranges}")
+        if self.auto_layers and self.layers is not None:
+            raise ValueError(f"layers is either a range or auto, not both (got {self.layers} and auto)")
+        if self.auto_seeds < 1:
+            raise ValueError(f"auto_seeds must be >= 1, got {self.auto_seeds}")
+        if self.auto_sigma is not None and not 0 < self.auto_sigma < float("inf"):
+            raise ValueError(f"auto_sigma must be a positive number, got {self.auto_sigma}")
+        from sfvq.parsing import split_space_name
+
+        names = []
+        for name in self.style_spaces:
+            base, group = split_space_name(name)  # ValueError for a bad group
+            if base != "s":
+                raise ValueError(f"style spaces are s or s:GROUP (e.g. s:coarse, s:4-7), got {name!r}")
+            names.append("s" if group is None else f"s:{group}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"a style space is listed twice ({self.style_spaces})")

@@ -39,6 +39,10 @@ def _register() -> None:
 
     main.add_command(_run.run)
 
+    from sfvq.cli import annotate as _annotate
+
+    main.add_command(_annotate.annotate)
+
     from sfvq.cli import explore as _explore
 
     main.add_command(_explore.explore)
@@ -56,6 +60,14 @@ def _register() -> None:
 
     main.add_command(_project.project)
     main.add_command(_project.locate)
+
+    from sfvq.cli import quality as _quality
+
+    main.add_command(_quality.quality)
+
+    from sfvq.cli import report as _report
+
+    main.add_command(_report.report)
 
 
 _register()

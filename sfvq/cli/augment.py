@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from sfvq.cli.common import open_run, run_network, run_space
 from sfvq.cli.options import (
+    LAYER_RANGE_OR_AUTO,
     FiniteFloat,
     batch_size_option,
     device_option,
@@ -35,6 +37,13 @@ from sfvq.cli.options import (
     help="Off-segment Gaussian noise, in units of the data's per-dimension std (needs the latents).",
 )
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
+@click.option(
+    "--layers",
+    type=LAYER_RANGE_OR_AUTO,
+    default=None,
+    help="Move along the segment on these W+ layers only (inclusive, e.g. 4-7; the rest stay at the "
+    "segment's middle), or auto: the segment's range from annotations.json (default: all layers).",
+)
 @noise_mode_option(default=None)
 @batch_size_option(32)
 @device_option()
@@ -47,6 +56,7 @@ def augment(
     n: int,
     jitter: float,
     seed: int,
+    layers: tuple[int, int] | str | None,
     noise_mode: str | None,
     batch_size: int,
     device: str,
@@ -81,12 +91,13 @@ def augment(
     space = run_space(run, None, noise_mode)
     samples = sample_segment(run.model, bits, segment, n, seed=seed, jitter=jitter, X=X)
     main = dist.is_main()
+    used = _augment_layers(run, spec, layers, space, main)
     if main:
         click.echo(
             f"sampling {n} points on segment {spec} (jitter {jitter}, seed {seed}) in space {space.name}"
         )
     meta = {"model": str(model_path)}
-    write_augmentation(space, samples, outdir, batch_size=batch_size, progress=main, meta=meta)
+    write_augmentation(space, samples, outdir, batch_size=batch_size, progress=main, meta=meta, layers=used)
     if not dist.is_main():
         return
     options = {
@@ -99,6 +110,7 @@ def augment(
         "jitter": jitter,
         "jitter_scale": "per-dimension data std; the component along the segment removed",
         "seed": seed,
+        "layers": None if used is None else list(used),
         "truncation_psi": space.truncation_psi,
         "noise_mode": space.noise_mode,
         "batch_size": batch_size,
@@ -107,3 +119,30 @@ def augment(
     }
     write_options(outdir, "augment", options)
     click.echo(f"wrote {n} images, latents.npy, labels.csv, preview.png and options.json to {outdir}")
+
+
+def _augment_layers(
+    run: Any, spec: str, layers: tuple[int, int] | str | None, space: Any, main: bool
+) -> tuple[int, int] | None:
+    """The W+ layers the samples move on: None (all), the given range checked against the space, or
+    for ``auto`` the segment's annotated range (:func:`sfvq.annotate.auto_layers`)."""
+    from sfvq.directions import check_layers, layers_text, spec_direction
+
+    if layers is None:
+        return None
+    if layers == "auto":
+        from sfvq.annotate import AnnotationError, auto_layers
+
+        try:
+            used, where = auto_layers(run, spec_direction(run.model, spec, run.latents), space)
+        except AnnotationError as e:
+            hint = f"{e}; run `sfvq annotate --run {run.path}` first"
+            raise click.BadParameter(hint, param_hint="'--layers'") from e
+        if main:
+            click.echo(f"--layers auto: {layers_text(used, space.num_ws)} for {spec}, from {where}")
+        return None if used is None or used == (0, space.num_ws) else used
+    try:
+        check_layers(layers, space.num_ws)
+    except ValueError as e:
+        raise click.BadParameter(f"{e} (space {space.name!r})", param_hint="'--layers'") from e
+    return layers

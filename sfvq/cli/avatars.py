@@ -9,7 +9,15 @@ from typing import Any
 import click
 
 from sfvq.avatars.benchmark_config import GroundTruthConfig
-from sfvq.cli.options import FLOATS, LAYER_RANGE, device_option, network_option, outdir_option, quiet_option
+from sfvq.cli.options import (
+    FLOATS,
+    LAYER_RANGE_OR_AUTO,
+    device_option,
+    network_option,
+    outdir_option,
+    quiet_option,
+)
+from sfvq.parsing import AUTO_LAYERS
 
 _DEFAULT_DATA = "runs/avatars-data"
 
@@ -406,7 +414,31 @@ _GT = GroundTruthConfig()  # the library's benchmark settings are the command's 
     help="Per-face change at which purities are also compared (matched effect size).",
 )
 @click.option(
-    "--layers", type=LAYER_RANGE, default=None, help="W+ layers every edit touches, e.g. 4-7 (default: all)."
+    "--layers",
+    type=LAYER_RANGE_OR_AUTO,
+    default=None,
+    help="W+ layers every edit touches, e.g. 4-7 (default: all). auto: also measure every W set with each "
+    "direction on its own range, chosen as `sfvq annotate` does (rows <set>@auto beside the others).",
+)
+@click.option(
+    "--auto-sigma",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="With --layers auto: edit size (stds) the ranges are chosen at. Default: sfvq annotate's per "
+    "bitrate (the finest bitrate's for the other methods).",
+)
+@click.option(
+    "--auto-seeds",
+    type=click.IntRange(min=1),
+    default=_GT.auto_seeds,
+    show_default=True,
+    help="With --layers auto: seeds the ranges are chosen on (the ones after the measured seeds).",
+)
+@click.option(
+    "--style-spaces",
+    default="",
+    help="Also fit and measure SFVQ curves in these StyleSpace variants, e.g. s,s:coarse,s:middle,s:4-7 "
+    "(named sfvq-s:coarse-5bit; their edits touch their group's style codes, --layers does not apply).",
 )
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @device_option(None, "Default: cuda if available, else cpu.")
@@ -428,7 +460,10 @@ def benchmark_cmd(
     floor: float,
     latentclr_steps: int,
     match_change: float,
-    layers: tuple[int, int] | None,
+    layers: tuple[int, int] | str | None,
+    auto_sigma: float | None,
+    auto_seeds: int,
+    style_spaces: str,
     seed: int,
     device: str | None,
     threads: int | None,
@@ -452,8 +487,11 @@ def benchmark_cmd(
     method_list = tuple(m.strip() for m in methods.split(",") if m.strip())
     config = GroundTruthConfig(
         n=n, steps=tuple(steps), k=k, bits=bit_list, methods=method_list, fit_n=fit_n, purity=purity,
-        random_k=random_k, floor=floor, layers=layers, match_change=match_change, mi_n=mi_n,
+        random_k=random_k, floor=floor, layers=None if layers == AUTO_LAYERS else layers,
+        auto_layers=layers == AUTO_LAYERS, auto_sigma=auto_sigma, auto_seeds=auto_seeds,
+        match_change=match_change, mi_n=mi_n,
         latentclr_steps=latentclr_steps, seed=seed,
+        style_spaces=tuple(x.strip() for x in style_spaces.split(",") if x.strip()),
     )  # fmt: skip
     try:
         config.check()

@@ -17,7 +17,7 @@ from sfvq.cli.common import check_steps, load_network, open_run, run_generator, 
 from sfvq.cli.options import (
     FINITE_FLOAT,
     FLOATS,
-    LAYER_RANGE,
+    LAYER_RANGE_OR_AUTO,
     SeedList,
     batch_size_option,
     device_option,
@@ -70,9 +70,13 @@ def build_methods(
     device: str,
     outdir: Path,
     console: Any,
+    write: bool = True,
+    candidates: str = "std",
 ) -> tuple[Any, str, list[Any]]:
     """Load the generator (and the sfvq model when given), build or read every method's directions,
-    save them under ``outdir/directions/``. Returns (G, network, [MethodDirections])."""
+    save them under ``outdir/directions/`` (unless ``write`` is False). Returns (G, network,
+    [MethodDirections]). ``candidates="annotations"``: the sfvq method's k segments are the ones the run's
+    annotations say move a score most (:func:`sfvq.evaluation.benchmark.annotated_candidates`)."""
     from sfvq.baselines import load_method, method_directions, save_method
     from sfvq.directions import check_layers
 
@@ -86,6 +90,11 @@ def build_methods(
         network = run_network(run)
     if network is None:
         raise click.UsageError("pass --network NAME|PATH (or --model of a run that records it)")
+    if candidates == "annotations" and (run is None or "sfvq" in saved):
+        raise click.BadParameter(
+            "annotations choose among a run's segments: give --model RUN (not --directions sfvq=...)",
+            param_hint="'--candidates'",
+        )
     G = run_generator(run) if run is not None else load_network(str(network), device)
     if layers is not None:
         try:
@@ -117,20 +126,54 @@ def build_methods(
                 )
         else:
             console.print(f"{m}: building {k} directions ...")
+            by_notes = m == "sfvq" and candidates == "annotations"
             try:
                 md = method_directions(
-                    m, G, k=k, n=n_samples, seed=seed, layers=layers, model=model, model_space=space,
-                    model_latents=X, bits=bits, latentclr={"steps": latentclr_steps}, progress=False,
+                    m, G, k=2**bits if by_notes else k, n=n_samples, seed=seed, layers=layers, model=model,
+                    model_space=space, model_latents=X, bits=bits, latentclr={"steps": latentclr_steps},
+                    progress=False,
                 )  # fmt: skip
+                if by_notes:
+                    from sfvq.annotate import read_annotations
+                    from sfvq.evaluation.benchmark import annotated_candidates
+
+                    run_id = (getattr(model, "metadata_", None) or {}).get("run_id")
+                    notes = read_annotations(run.path, run_id)
+                    md.directions = annotated_candidates(md.directions, notes, bits, k)
             except ValueError as e:
                 raise click.UsageError(f"{m}: {e}") from e
             extra = "".join(f", {key} {v}" for key, v in md.info.items())
             console.print(
                 f"{m}: {len(md.directions)} directions in {md.space.name} ({md.seconds:.1f} s{extra})"
             )
-        save_method(md, outdir / "directions" / m)
+        if write:
+            save_method(md, outdir / "directions" / m)
         out.append(md)
     return G, str(network), out
+
+
+def _auto_ranges(
+    mds: list[Any], model_path: Path | None, network: str | None, device: str, console: Any
+) -> dict[tuple[str, str], tuple[int, int] | None]:
+    """``--layers auto``: each direction's range, {(method, name): range or None (all layers)}: sfvq
+    segments of a ``--model`` run from its annotations.json, every other direction computed now by the
+    same criterion (:func:`sfvq.annotate.direction_layers`, one set of seed renders per space)."""
+    from sfvq.annotate import AnnotationError, Renderer, auto_layers, direction_layers
+
+    run = open_run(model_path, network=network, device=device) if model_path is not None else None
+    out: dict[tuple[str, str], tuple[int, int] | None] = {}
+    for md in mds:
+        renderer = Renderer(md.space, (0, 1, 2, 3)) if md.space.num_ws > 1 else None
+        for d in md.directions:
+            try:
+                if run is not None and md.method == "sfvq":
+                    out[md.method, d.name], _ = auto_layers(run, d, md.space)
+                else:
+                    out[md.method, d.name], _ = direction_layers(md.space, d, renderer=renderer)
+            except AnnotationError as e:
+                raise click.BadParameter(f"{md.method} {d.name}: {e}", param_hint="'--layers'") from e
+        console.print(f"{md.method}: --layers auto found each direction's range")
+    return out
 
 
 def _common(f: Any) -> Any:
@@ -156,7 +199,11 @@ def _common(f: Any) -> Any:
             help="sfvq: bitrate whose segments are used (default 4, or the model's finest if lower).",
         ),
         click.option(
-            "--layers", type=LAYER_RANGE, default=None, help="Inclusive W+ layer range (StyleGAN), e.g. 4-7."
+            "--layers",
+            type=LAYER_RANGE_OR_AUTO,
+            default=None,
+            help="Inclusive W+ layer range (StyleGAN), e.g. 4-7; compare also takes auto: each direction's "
+            "own range (sfvq segments from the run's annotations.json, the rest computed the same way).",
         ),
         click.option(
             "--n-samples",
@@ -245,11 +292,13 @@ def compare(
             "needs --model RUN (the run to add the directions to)", param_hint="'--add-to-run'"
         )
     outdir.mkdir(parents=True, exist_ok=True)
+    auto = layers == "auto"
     G, net, mds = build_methods(
         names, network=network, model_path=model_path, k=k, n_samples=n_samples, seed=seed, bits=bits,
-        layers=layers, latentclr_steps=latentclr_steps, saved=saved_dirs, device=device, outdir=outdir,
-        console=console,
+        layers=None if auto else layers, latentclr_steps=latentclr_steps, saved=saved_dirs, device=device,
+        outdir=outdir, console=console,
     )  # fmt: skip
+    ranges = _auto_ranges(mds, model_path, network, device, console) if auto else {}
     if units == "std":
         for md in mds:
             missing = [d.name for d in md.directions if d.std is None or not d.std > 0]
@@ -258,14 +307,17 @@ def compare(
                     f"{md.method}: no std along {', '.join(missing[:4])} (a model without latents.npy?)",
                     param_hint="'--units'",
                 )
-    where = f"layers {layers_text(layers)} of 0-{G.num_ws - 1}" if layers is not None else "all layers"
+    if auto:
+        where = "each direction's own layer range (--layers auto), shown after its name"
+    else:
+        where = f"layers {layers_text(layers)} of 0-{G.num_ws - 1}" if layers is not None else "all layers"
     sections, files = [], {}
     for md in mds:
         full = md.space.encode_seeds(seeds)  # (S, L, F)
         tiles, labels = [], []
         for d in md.directions:
             scale = d.std if units == "std" else 1.0
-            use = layers if layers is not None else d.layers
+            use = ranges[md.method, d.name] if auto else layers if layers is not None else d.layers
             raw = [s * scale for s in sigma]
             check_steps(sigma, raw)
             imgs = md.space.render_edits(full, [d.vector], raw, use, batch_size)
@@ -277,7 +329,8 @@ def compare(
                     param_hint="'--sigma'",
                 ) from e
             tiles.append(to_uint8(imgs.reshape(-1, *imgs.shape[3:])))  # (S*T, H, W, C) seed-major
-            labels += [f"{d.name} s{s} {v:+g}" for s in seeds for v in sigma]
+            name = f"{d.name} [{layers_text(use, md.space.num_ws)}]" if auto else d.name
+            labels += [f"{name} s{s} {v:+g}" for s in seeds for v in sigma]
         grid = labelled_grid(np.concatenate(tiles), labels, cols=len(seeds) * len(sigma))
         files[md.method] = save_png(outdir / f"{md.method}.png", grid)
         rows = [(d.name, d.std, d.source) for d in md.directions]
@@ -289,10 +342,11 @@ def compare(
         {
             "network": net, "generator": G.name, "model": model_path, "methods": names, "k": k,
             "seeds": seeds, "sigma": sigma, "units": units,
-            "layers": None if layers is None else list(layers), "bits": bits, "n_samples": n_samples,
-            "seed": seed, "latentclr_steps": latentclr_steps,
+            "layers": "auto" if auto else None if layers is None else list(layers), "bits": bits,
+            "n_samples": n_samples, "seed": seed, "latentclr_steps": latentclr_steps,
             "directions": {m: str(p) for m, p in saved_dirs.items()},
             "spaces": {md.method: md.space.describe() for md in mds}, "device": device, "outdir": outdir,
+            "auto_layers": {f"{m}/{n}": None if r is None else list(r) for (m, n), r in ranges.items()},
         },
     )  # fmt: skip
     click.echo(f"wrote {', '.join(p.name for p in files.values())}, index.html and directions/ to {outdir}")
@@ -370,6 +424,14 @@ def add_baselines_to_run(run_dir: Path, mds: list[Any], num_ws: int) -> list[str
 @click.option(
     "--ssim/--no-ssim", default=True, show_default=True, help="Also measure SSIM to the unedited image."
 )
+@click.option(
+    "--candidates",
+    type=click.Choice(["std", "annotations"]),
+    default="std",
+    show_default=True,
+    help="The sfvq method's k candidates: the segments with the largest std, or (with --model RUN) the ones "
+    "the run's annotations.json says move a score most, the scores taking turns (sfvq annotate first).",
+)
 def evaluate(
     network: str | None,
     model_path: Path | None,
@@ -391,6 +453,7 @@ def evaluate(
     match: float,
     bootstrap: int,
     ssim: bool,
+    candidates: str,
 ) -> None:
     """Re-score each method's directions with the offline face scorers (age, gender, smile, yaw; identity;
     SSIM): per method and attribute the best direction, its change per unit step, and the identity
@@ -409,6 +472,11 @@ def evaluate(
     from sfvq.io import atomic_path, save_png, write_json, write_options
 
     console = Console(stderr=True)
+    if layers == "auto":
+        raise click.BadParameter(
+            "auto is taken by sfvq compare, edit and augment; evaluate needs a range such as 4-7",
+            param_hint="'--layers'",
+        )
     names = _methods(methods)
     saved_dirs = _saved(saved, names)
     config = EvalConfig(
@@ -420,21 +488,40 @@ def evaluate(
     except ValueError as e:
         hint = "'--steps'" if "steps" in str(e) else "'--match'" if "match" in str(e) else "'--n'"
         raise click.BadParameter(str(e), param_hint=hint) from e
+    from sfvq import dist
+
+    if dist.init(device=device):  # under torchrun the processes share the scoring (docs/scale.md)
+        click.get_current_context().call_on_close(dist.shutdown)
+        device = dist.device_for_rank(device)
+        if not dist.is_main():
+            console = Console(stderr=True, quiet=True)
     scorers = _scorers(ssim)
     try:
-        outdir.mkdir(parents=True, exist_ok=True)
-        for stale in ("table.md", "results.json", "curves.png", "options.json"):
-            (outdir / stale).unlink(missing_ok=True)  # a run that stops half-way must not look complete
-        G, net, mds = build_methods(
-            names, network=network, model_path=model_path, k=k, n_samples=n_samples, seed=seed, bits=bits,
-            layers=layers, latentclr_steps=latentclr_steps, saved=saved_dirs, device=device, outdir=outdir,
-            console=console,
+        build = dict(
+            network=network, model_path=model_path, k=k, n_samples=n_samples, seed=seed, bits=bits,
+            layers=layers, latentclr_steps=latentclr_steps, device=device, outdir=outdir, console=console,
         )  # fmt: skip
+        error = None
+        if dist.is_main():  # builds (or reads) the directions and writes them; the others read them
+            try:
+                with dist.local():
+                    outdir.mkdir(parents=True, exist_ok=True)
+                    for stale in ("table.md", "results.json", "curves.png", "options.json"):
+                        (outdir / stale).unlink(missing_ok=True)  # a run stopped half-way must not look done
+                    G, net, mds = build_methods(names, saved=saved_dirs, candidates=candidates, **build)
+            except Exception as e:  # noqa: BLE001 (raised below, on every process)
+                error = e
+        dist.raise_together(error)
+        if not dist.is_main():
+            written = {m: outdir / "directions" / m for m in names}
+            G, net, mds = build_methods(names, saved=written, write=False, **build)
         result = run_evaluation(mds, scorers, config, log=lambda text: console.print(f"[dim]{text}[/dim]"))
     finally:
         close = getattr(scorers.attributes, "close", None)
         if close is not None:
             close()
+    if not dist.is_main():  # rank 0 writes the results
+        return
     summary = summarise(result)
     table = markdown_table(summary)
     for m in result.methods:
@@ -450,7 +537,8 @@ def evaluate(
             "network": net, "generator": G.name, "model": model_path, "methods": names, "k": k, "n": n,
             "steps": steps, "units": units, "screen_n": screen_n, "match": match, "bootstrap": bootstrap,
             "ssim": ssim, "layers": None if layers is None else list(layers), "bits": bits,
-            "n_samples": n_samples, "seed": seed, "latentclr_steps": latentclr_steps,
+            "candidates": candidates, "n_samples": n_samples, "seed": seed,
+            "latentclr_steps": latentclr_steps,
             "directions": {m: str(p) for m, p in saved_dirs.items()}, "batch_size": batch_size,
             "device": device, "outdir": outdir, "seconds": result.seconds,
         },

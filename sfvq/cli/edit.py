@@ -16,7 +16,7 @@ from sfvq.cli.common import check_steps, fmt, open_run, run_network, run_space
 from sfvq.cli.options import (
     FINITE_FLOAT,
     FLOATS,
-    LAYER_RANGE,
+    LAYER_RANGE_OR_AUTO,
     SeedList,
     batch_size_option,
     device_option,
@@ -36,9 +36,19 @@ from sfvq.cli.options import (
     "--direction", "spec", required=True, metavar="b:i|b:i-j|NAME", help="Segment spec or saved name."
 )
 @click.option(
-    "--layers", type=LAYER_RANGE, default=None, help="Inclusive W+ layer range, e.g. 4-7 (default: all)."
+    "--layers",
+    type=LAYER_RANGE_OR_AUTO,
+    default=None,
+    help="Inclusive W+ layer range, e.g. 4-7, or auto: the segment's range from annotations.json (sfvq "
+    "annotate), computed now where the file lacks it (default: all).",
 )
-@click.option("--sigma", type=FLOATS, default="-8,-4,0,4,8", show_default=True, help="Step sizes (columns).")
+@click.option(
+    "--sigma",
+    type=FLOATS,
+    default=None,
+    help="Step sizes (columns) in --units (default: chosen from the run's latents, +-the 99th percentile of "
+    "their spread along the direction and half of it; -8,-4,0,4,8 raw without latents).",
+)
 @click.option(
     "--units",
     type=click.Choice(["raw", "std"]),
@@ -61,7 +71,7 @@ def edit(
     space_kind: str | None,
     spec: str,
     layers: tuple[int, int] | None,
-    sigma: list[float],
+    sigma: list[float] | None,
     units: str,
     seeds: list[int],
     truncation_psi: float | None,
@@ -90,6 +100,8 @@ def edit(
     except ValueError as e:
         raise click.UsageError(f"cannot read the run's saved directions: {e}") from e
     space = run_space(run, truncation_psi, noise_mode)
+    if layers == "auto":
+        layers = auto_layer_range(run, d, space)
     used = _layer_range(layers, d, space)
     if units == "std" and d.std is None:
         raise click.BadParameter(
@@ -97,13 +109,16 @@ def edit(
             "to measure the std along the direction",
             param_hint="'--units'",
         )
+    sigma, sigma_choice = _default_sigma(sigma, d, run.latents, units)
     scale = d.std if units == "std" else 1.0
     raw_sigmas = [s * scale for s in sigma]
     check_steps(sigma, raw_sigmas)
     if space.num_ws > 1:
         where = f"layers {layers_text(used)} of 0-{space.num_ws - 1}"
     else:
-        where = f"all of space {space.name} (no style layers)"
+        where = f"all of space {space.name} " + (
+            "(its style group)" if space.kind == "s" else "(no style layers)"
+        )
     click.echo(
         f"direction {d.name} (length {fmt(d.length)}, std {fmt(d.std)}), {where}, sigma {sigma} {units}, "
         f"truncation psi {space.truncation_psi}, noise mode {space.noise_mode}"
@@ -152,6 +167,7 @@ def edit(
         "sigma": sigma,
         "units": units,
         "sigma_raw": raw_sigmas,
+        "sigma_choice": sigma_choice,
         "seeds": format_seeds(seeds),
         "truncation_psi": space.truncation_psi,
         "truncation_cutoff": space.truncation_cutoff,
@@ -163,6 +179,39 @@ def edit(
     }
     write_options(outdir, "edit", options)
     click.echo(f"wrote {outdir / 'grid.png'} ({N} seeds x {S} sigmas), latents.npy, options.json")
+
+
+def _default_sigma(
+    sigma: list[float] | None, d: Any, latents: Any, units: str
+) -> tuple[list[float], dict[str, Any]]:
+    """The steps in ``units``: the user's ``--sigma``; else chosen from the run's latents along the direction
+    (:func:`sfvq.directions.data_sigmas`, converted to raw units when asked); else the fixed old default."""
+    from sfvq.directions import data_sigmas
+
+    if sigma is not None:
+        return sigma, {"rule": "given"}
+    if latents is None or not d.std:
+        click.echo("--sigma not given and no latents to choose it from: -8,-4,0,4,8 raw")
+        return [-8.0, -4.0, 0.0, 4.0, 8.0], {"rule": "fixed"}  # raw: --units std needs the latents
+    choice = data_sigmas(latents, d.vector)
+    steps = list(choice.sigmas) if units == "std" else [round(s * d.std, 4) + 0.0 for s in choice.sigmas]
+    click.echo(f"--sigma {','.join(f'{s:g}' for s in steps)} ({units}): {choice.describe()}")
+    return steps, choice.as_dict()
+
+
+def auto_layer_range(run: Any, d: Any, space: Any) -> tuple[int, int] | None:
+    """``--layers auto``: the direction's annotated (or now computed) range, said on the terminal; None
+    for a space without style layers (all of it)."""
+    from sfvq.annotate import AnnotationError, auto_layers
+    from sfvq.directions import layers_text
+
+    try:
+        used, where = auto_layers(run, d, space)
+    except AnnotationError as e:
+        hint = f"{e}; run `sfvq annotate --run {run.path}` first"
+        raise click.BadParameter(hint, param_hint="'--layers'") from e
+    click.echo(f"--layers auto: {layers_text(used, space.num_ws)} for {d.name}, from {where}")
+    return used
 
 
 def _layer_range(layers: tuple[int, int] | None, d: Any, space: Any) -> tuple[int, int]:

@@ -59,7 +59,19 @@ def run_fit(
     from sfvq.fitting import fit_curve, write_fit
     from sfvq.io import save_npy_with_sidecar, write_options
 
-    checkpoint = outdir / CHECKPOINT_FILE if "checkpoint_every" in options else None
+    fitter = options.get("fitter", "sfvq")
+    if fitter == "sfdiveq":
+        from sfvq.sfdiveq import require_diveq
+
+        try:
+            require_diveq()
+        except ImportError as e:
+            raise click.UsageError(str(e)) from e
+        if options.get("resume"):
+            raise click.UsageError("--resume needs --fitter sfvq: the sfdiveq fitter writes no checkpoints")
+        if dist.world_size() > 1:
+            raise click.UsageError("--fitter sfdiveq runs in one process; start it without torchrun")
+    checkpoint = outdir / CHECKPOINT_FILE if "checkpoint_every" in options and fitter == "sfvq" else None
 
     try:
         model = fit_curve(
@@ -77,6 +89,7 @@ def run_fit(
             checkpoint=checkpoint,
             checkpoint_every=options.get("checkpoint_every", 0),
             resume=options.get("resume", False),
+            fitter=fitter,
         )
     except ValueError as e:  # bad data: say so as a usage error, nothing written
         raise click.UsageError(str(e)) from e
@@ -139,6 +152,14 @@ def _fit_options(f: Any) -> Any:
                 "--assign", type=click.Choice(["dithered", "exact"]), default="dithered", show_default=True
             ),
             click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True),
+            click.option(
+                "--fitter",
+                type=click.Choice(["sfvq", "sfdiveq"]),
+                default="sfvq",
+                show_default=True,
+                help="sfvq: this package's fitter; sfdiveq: SF-DiVeQ from the optional diveq package "
+                "(pip install diveq; no checkpoints, --init/--assign do not apply).",
+            ),
             device_option(),
             quiet_option(),
             outdir_option(staged=True),

@@ -19,7 +19,7 @@ from sfvq.cli.options import (
 )
 from sfvq.parsing import MAX_SEED
 
-SAMPLE_SPACES = ("z", "w", "w+")  # of sfvq.parsing.SPACE_NAMES: the latents a file can hold
+SAMPLE_SPACES = ("z", "w", "w+", "s")  # of sfvq.parsing.SPACE_NAMES: the latents a file can hold
 
 
 @click.command()
@@ -27,7 +27,8 @@ SAMPLE_SPACES = ("z", "w", "w+")  # of sfvq.parsing.SPACE_NAMES: the latents a f
 @space_option(
     SAMPLE_SPACES,
     "sample",
-    help="Latent space to store (w+: all style layers). Default: w if the generator has one, else z.",
+    help="Latent space to store (w+: all style layers; s: StyleSpace, the style codes of every layer, "
+    "s:coarse|middle|fine|A-B a group). Default: w if the generator has one, else z.",
 )
 @click.option("--n", "n", type=click.IntRange(min=1), default=None, help="Number of latents (default 10000).")
 @click.option(
@@ -64,7 +65,7 @@ def sample(
     shard_rows: int | None,
     outdir: Path,
 ) -> None:
-    """Sample latents of a generator (z, w or w+) and write them as an (N, D) float32 .npy.
+    """Sample latents of a generator (z, w, w+ or s) and write them as an (N, D) float32 .npy.
 
     With --shard-rows, as shards and a manifest.json (which `sfvq fit --latents` reads); under torchrun
     each process writes its shards, and the files are those one process writes.

@@ -13,14 +13,23 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import random
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
-from sfvq.parsing import SPACE_NAMES, check_space_name, parse_floats, parse_layer_range, parse_seeds
+from sfvq.parsing import (
+    SPACE_NAMES,
+    check_space_name,
+    parse_floats,
+    parse_layer_choice,
+    parse_layer_range,
+    parse_seeds,
+)
 
 NOISE_MODES = ("const", "random", "none")
 
@@ -43,19 +52,25 @@ class SeedList(click.ParamType):
 
 
 class LayerRange(click.ParamType):
-    """An inclusive layer range ``4-7`` (or one layer ``5``) -> ``(start, stop_exclusive)``."""
+    """An inclusive layer range ``4-7`` (or one layer ``5``) -> ``(start, stop_exclusive)``; with
+    ``allow_auto`` also ``auto`` -> ``"auto"`` (each direction's annotated range, :mod:`sfvq.annotate`)."""
 
     name = "range"
 
+    def __init__(self, allow_auto: bool = False) -> None:
+        self.allow_auto = allow_auto
+        if allow_auto:
+            self.name = "range|auto"
+
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> tuple[int, int]:
+    ) -> tuple[int, int] | str:
         if isinstance(value, tuple):
             return value
         try:
-            return parse_layer_range(value)
+            return parse_layer_choice(value) if self.allow_auto else parse_layer_range(value)
         except ValueError as e:
-            self.fail(str(e), param, ctx)
+            self.fail(str(e) + (" or auto" if self.allow_auto else ""), param, ctx)
 
 
 class FloatList(click.ParamType):
@@ -100,10 +115,11 @@ def write_problem(folder: Path) -> str | None:
     removed meanwhile starts the probe again instead of failing."""
     folder = Path(os.path.abspath(folder))
     problem: str | None = None
-    for _ in range(20):
+    for _ in range(50):
         problem, raced = _probe(folder)
         if not raced:
             break
+        time.sleep(random.uniform(0, 0.005))  # back off, so racing probes fall out of step
     return problem
 
 
@@ -248,6 +264,7 @@ class SpaceName(click.ParamType):
 
 SEEDS = SeedList()
 LAYER_RANGE = LayerRange()
+LAYER_RANGE_OR_AUTO = LayerRange(allow_auto=True)  # --layers auto: the annotated range of each direction
 FLOATS = FloatList()
 FINITE_FLOAT = FiniteFloat()
 DEVICE = Device()
@@ -369,9 +386,10 @@ def space_option(
 
 
 def model_space_option(command: str) -> Decorator:
-    """``--space w|z|features`` of a run's model, for a model without a ``space.json`` beside it."""
+    """``--space w|z|features|s[:GROUP]`` of a run's model, for a model without a ``space.json`` beside it
+    (e.g. fitted by ``sfvq fit`` on latents from ``sfvq sample``)."""
     return space_option(
-        ("w", "z", "features"),
+        ("w", "z", "features", "s"),
         command,
         dest="space_kind",
         help="Space of the model's latents; needed only when no space.json lies beside the model.",
@@ -417,6 +435,7 @@ __all__ = [
     "FINITE_FLOAT",
     "FLOATS",
     "LAYER_RANGE",
+    "LAYER_RANGE_OR_AUTO",
     "NOISE_MODES",
     "SEEDS",
     "Device",

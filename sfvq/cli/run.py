@@ -33,7 +33,8 @@ from sfvq.pipeline import (
 )
 from sfvq.schedule import DEFAULT_SCHEDULE
 
-RUN_SPACES = ("w", "z", "features")  # of sfvq.parsing.SPACE_NAMES: the spaces (sfvq.spaces.KINDS) of a curve
+# Of sfvq.parsing.SPACE_NAMES: the spaces (sfvq.spaces.KINDS) of a curve.
+RUN_SPACES = ("w", "z", "features", "s")
 
 
 @click.command()
@@ -48,7 +49,8 @@ RUN_SPACES = ("w", "z", "features")  # of sfvq.parsing.SPACE_NAMES: the spaces (
 @space_option(
     RUN_SPACES,
     "run",
-    help="Space of the curve. Default: w with a mapping network, else the first layer's features (PCA).",
+    help="Space of the curve. Default: w with a mapping network, else the first layer's features (PCA). "
+    "s: StyleSpace (StyleGAN2/3 style codes of all layers; s:coarse, s:middle, s:fine or s:4-7 for a group).",
 )
 @click.option("--layer", default=None, help="Feature layer for --space features (default: the first).")
 @click.option(
@@ -81,6 +83,14 @@ RUN_SPACES = ("w", "z", "features")  # of sfvq.parsing.SPACE_NAMES: the spaces (
     help="Fit: Adam learning rate.",
 )
 @click.option(
+    "--fitter",
+    type=click.Choice(["sfvq", "sfdiveq"]),
+    default="sfvq",
+    show_default=True,
+    help="Fit: sfvq (this package's fitter) or sfdiveq (SF-DiVeQ from the optional diveq package: "
+    "pip install diveq).",
+)
+@click.option(
     "--edit-bits",
     type=click.IntRange(2, 12),
     default=None,
@@ -96,9 +106,9 @@ RUN_SPACES = ("w", "z", "features")  # of sfvq.parsing.SPACE_NAMES: the spaces (
 @click.option(
     "--sigmas",
     type=FLOATS,
-    default="-6,-3,0,3,6",
-    show_default=True,
-    help="Edit strengths (columns), in stds of the data along the direction.",
+    default=None,
+    help="Edit strengths (columns), in stds of the data along the direction (default: chosen from the "
+    "data, +-the 99th percentile of the data's spread along the segments, and half of it).",
 )
 @click.option(
     "--walk-frames",
@@ -149,6 +159,13 @@ RUN_SPACES = ("w", "z", "features")  # of sfvq.parsing.SPACE_NAMES: the spaces (
     "would take longer, the walk's frames, the edited segments (least used first), the k-means baseline "
     "and the map bitrates are cut to fit, and the run says what it left out.",
 )
+@click.option(
+    "--annotate",
+    is_flag=True,
+    help="Also annotate every segment of the finest and the edit bitrate (as `sfvq annotate`: heat maps, "
+    "score shifts, layer ranges for --layers auto) into annotations.json; off by default (about 10 s more "
+    "on builtin:avatars-sg2, whose whole job takes about as long).",
+)
 @device_option()
 @quiet_option("No progress bars (the final summary is still printed).")
 @outdir_option(
@@ -169,9 +186,10 @@ def run(
     epochs: int,
     batch_size: int,
     lr: float,
+    fitter: str,
     edit_bits: int | None,
     edit_seeds: list[int],
-    sigmas: list[float],
+    sigmas: list[float] | None,
     walk_frames: int,
     fps: float,
     render_batch_size: int | None,
@@ -179,6 +197,7 @@ def run(
     full_res: bool,
     full_res_corners: list[int] | None,
     time_budget: float,
+    annotate: bool,
     device: str,
     quiet: bool,
     outdir: Path,
@@ -202,9 +221,10 @@ def run(
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
+        fitter=fitter,
         edit_bits=edit_bits,
         edit_seeds=tuple(edit_seeds),
-        sigmas=tuple(sigmas),
+        sigmas=None if sigmas is None else tuple(sigmas),
         walk_frames=walk_frames,
         fps=fps,
         render_batch_size=render_batch_size,
@@ -214,7 +234,21 @@ def run(
         full_res=full_res,
         full_res_corners=tuple(full_res_corners or ()),
         time_budget=time_budget,
+        annotate=annotate,
     )
+    if fitter == "sfdiveq":
+        from sfvq.sfdiveq import require_diveq
+
+        try:
+            require_diveq()
+        except ImportError as e:
+            raise click.BadParameter(str(e), param_hint="'--fitter'") from e
+    from sfvq import dist
+
+    if dist.init(device=device):  # under torchrun the processes share the renders (docs/scale.md)
+        click.get_current_context().call_on_close(dist.shutdown)
+        device = dist.device_for_rank(device)
+        config.progress = config.progress and dist.is_main()
     G = load_network(network, device)
     check_sampling(G, truncation_psi, trunc_cutoff, class_idx)
     from sfvq.pipeline import validate
@@ -239,5 +273,7 @@ def run(
         ) from e
     except OSError as e:  # a full disk, say: the staging folder is gone, the run folder as it was
         raise click.ClickException(f"writing the run failed ({e}); {outdir} is unchanged") from e
+    if not dist.is_main():
+        return
     print_run_summary(result, outdir)
     click.echo(f"report: {outdir / 'report.html'}")

@@ -13,7 +13,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from sfvq.evaluation.effects import Curves, Scorers, Scores, Screen, measure, score_images, screen_method
+from sfvq.evaluation.effects import (
+    Curves,
+    Scorers,
+    Scores,
+    Screen,
+    gather_scores,
+    measure,
+    score_images,
+    screen_method,
+    seed_block,
+)
 from sfvq.evaluation.stats import bootstrap_stats, curve_stats, matched_targets
 
 DEFAULT_STEPS = (1.0, 2.0, 3.0)
@@ -105,7 +115,10 @@ def run_evaluation(
     log: Callable[[str], None] | None = None,
 ) -> EvalResult:
     """Screen every method's candidates, then measure each method's best direction per attribute on the
-    evaluation seeds (see the module docstring). ``methods`` are :class:`~sfvq.baselines.MethodDirections`."""
+    evaluation seeds (see the module docstring). ``methods`` are :class:`~sfvq.baselines.MethodDirections`.
+
+    Under torchrun every process calls this with the same methods: the renders and scores are shared
+    (:mod:`sfvq.evaluation.effects`) and every process returns the same result, one process's."""
     config.check()
     if not methods:
         raise ValueError("no methods to evaluate")
@@ -128,10 +141,15 @@ def run_evaluation(
         key = json.dumps(md.space.describe(), sort_keys=True)  # methods in the same space share the seeds
         if key not in base_cache:
             full = md.space.encode_seeds(config.seeds)  # (n, L, F)
-            with torch.random.fork_rng():
-                torch.manual_seed(0)
-                base_images = md.space.render_full(full, config.batch_size)  # (n, C, H, W)
-            base_cache[key] = (full, base_images, score_images(scorers, base_images))
+            # This process's seeds (all in one process): rendered and scored here, the scores gathered.
+            a, b = seed_block(len(full), config.batch_size)
+            base_images, mine = None, None
+            if b > a:
+                with torch.random.fork_rng():
+                    torch.manual_seed(0)
+                    base_images = md.space.render_full(full[a:b], config.batch_size)  # (b - a, C, H, W)
+                mine = score_images(scorers, base_images)
+            base_cache[key] = (full, base_images, gather_scores(mine))
         full, base_images, base = base_cache[key]
         res = MethodResult(md.method, md.space.name, list(md.directions.names), scr)
         done: dict[tuple[int, int], tuple[Curves, torch.Tensor | None]] = {}
@@ -230,12 +248,56 @@ def summarise(result: EvalResult) -> dict[str, Any]:
     }
 
 
+def annotated_candidates(directions: Any, annotations: dict[str, Any] | None, bits: int, k: int) -> Any:
+    """The ``k`` segments of ``directions`` (an sfvq DirectionSet of one bitrate) that the run's
+    annotations (:func:`sfvq.annotate.read_annotations`) say move a score most, instead of the ``k`` with
+    the largest std: per signed score of the annotation's scorer (its ``paired`` ones, such as identity,
+    left out), segments are ranked by ``|effect| / scale``, and the scores take turns adding their next
+    best segment until ``k`` are chosen (so every score gets its best segments before any gets a second).
+    Raises ValueError when the annotations lack the bitrate or were made without a scorer."""
+    from sfvq.annotate import segment_annotation
+
+    if not annotations:
+        raise ValueError("the run has no annotations.json for its curve: run sfvq annotate --run RUN first")
+    paired = set(annotations.get("paired") or ())
+    scales = annotations.get("scales") or {}
+    rows: dict[str, dict[str, float]] = {}  # direction name -> {score: |effect| / scale}
+    for d in directions:
+        corners = (d.source or {}).get("corners")
+        row = segment_annotation(annotations, bits, min(corners)) if corners else None
+        if row is None:
+            raise ValueError(f"annotations.json has no {bits}-bit entry for {d.name}: annotate that bitrate")
+        rows[d.name] = {
+            name: abs(v) / float(scales.get(name, 1.0) or 1.0)
+            for name, v in (row.get("effects") or {}).items()
+            if name not in paired and isinstance(v, (int, float)) and math.isfinite(v)
+        }
+    scores = sorted({name for r in rows.values() for name in r})
+    if not scores:
+        raise ValueError("the annotations have no score effects (made with --scorer none): use a scorer")
+    ranked = {s: sorted((n for n in rows if s in rows[n]), key=lambda n, s=s: -rows[n][s]) for s in scores}
+    chosen: list[str] = []
+    pos = dict.fromkeys(scores, 0)
+    while len(chosen) < k and any(pos[s] < len(ranked[s]) for s in scores):
+        for s in scores:  # one round: each score adds its best segment not chosen yet
+            while pos[s] < len(ranked[s]) and ranked[s][pos[s]] in chosen:
+                pos[s] += 1
+            if len(chosen) < k and pos[s] < len(ranked[s]):
+                chosen.append(ranked[s][pos[s]])
+                pos[s] += 1
+    from sfvq.directions import DirectionSet
+
+    meta = {**(directions.meta or {}), "candidates": "annotations"}
+    return DirectionSet([directions[n] for n in chosen], dim=directions.dim, meta=meta)
+
+
 __all__ = [
     "DEFAULT_STEPS",
     "SCREEN_SEED_START",
     "EvalConfig",
     "EvalResult",
     "MethodResult",
+    "annotated_candidates",
     "run_evaluation",
     "summarise",
 ]

@@ -5,6 +5,11 @@ Scorers are parameters (so tests inject fakes): an attribute scorer has ``score(
 (N,) arrays holding at least the attribute names (``detected`` optional); an identity scorer has
 ``embed(images) -> (N, E)`` and ``distance(a, b) -> (...)``; ``ssim(images_a, images_b) -> (N,)``.
 Images are passed as float (N, C, H, W) in [-1, 1], as generators return them.
+
+Under ``torch.distributed`` (``torchrun ... -m sfvq -- evaluate``) the scoring is shared: screening by
+candidate (candidate i on process i mod world), the measurements by blocks of whole render batches of
+seeds (:func:`seed_block`), so that every image is rendered in the batch one process would render it in;
+the per-seed results are gathered in seed order, and every process returns what one process would.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from sfvq import dist
 
 
 # ---------------------------------------------------------------------------------------------- scorers
@@ -62,6 +69,38 @@ def score_images(scorers: Scorers, images: torch.Tensor, identity: bool = True) 
     else:
         A, det = attributes()
     return Scores(A, det, emb)
+
+
+# ---------------------------------------------------------------------------------------------- processes
+def seed_block(n: int, batch_size: int) -> tuple[int, int]:
+    """This process's seeds ``[start, stop)`` of ``n``: a contiguous run of whole render batches of
+    ``batch_size`` (the batches split evenly among the processes; every seed in one process). Possibly
+    empty where there are fewer batches than processes."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    first, last = dist.my_range(-(-n // batch_size))  # batches
+    return min(n, first * batch_size), min(n, last * batch_size)
+
+
+def gather_rows(part: Any) -> Any:
+    """Every process's rows (numpy arrays or tensors, or None for a process with no rows) concatenated in
+    rank order; ``part`` itself in one process. None when no process has rows."""
+    if not dist.is_distributed():
+        return part
+    parts = [p for p in dist.all_gather_object(part) if p is not None]
+    if not parts:
+        return None
+    return torch.cat(parts) if isinstance(parts[0], torch.Tensor) else np.concatenate(parts)
+
+
+def gather_scores(part: Scores | None) -> Scores:
+    """:class:`Scores` of every process's seeds, in seed order (see :func:`gather_rows`)."""
+    if not dist.is_distributed():
+        assert part is not None
+        return part
+    get = (lambda name: None) if part is None else (lambda name: getattr(part, name))
+    attrs, detected, emb = (gather_rows(get(name)) for name in ("attrs", "detected", "embeddings"))
+    return Scores(attrs, detected, emb)
 
 
 # ---------------------------------------------------------------------------------------------- edits
@@ -133,7 +172,7 @@ def screen_method(
         base = score_images(scorers, md.space.render_full(full, batch_size), identity=False).attrs  # (S, A)
     M, A = len(md.directions), len(scorers.names)
     gains = np.zeros((M, 2, A))
-    for i in range(M):
+    for i in dist.my_items(range(M)):  # under torchrun: candidate i on process i mod world
         imgs = render_steps(md, i, 1, full, (step, -step), units=units, layers=layers, batch_size=batch_size)
         S = imgs.shape[0]
         sc = score_images(scorers, imgs.reshape(S * 2, *imgs.shape[2:]), identity=False)
@@ -142,6 +181,9 @@ def screen_method(
             gains[i] = np.nanmean(a - base[:, None], 0) / step  # (2, A)
         if progress is not None:
             progress(f"screened {md.method} {md.directions[i].name}")
+    if dist.is_distributed():  # each process's candidates' rows, from the process that screened them
+        for r, part in enumerate(dist.all_gather_object(gains)):
+            gains[r :: dist.world_size()] = part[r :: dist.world_size()]
     flat = np.nan_to_num(gains.reshape(M * 2, A), nan=-np.inf)  # row 2i: forwards, 2i + 1: backwards
     pick = np.argmax(flat, 0)  # (A,)
     return Screen(gains, pick // 2, np.where(pick % 2 == 0, 1, -1), list(seeds), float(step))
@@ -193,29 +235,38 @@ def measure(
     keep: int = 0,
 ) -> tuple[Curves, torch.Tensor | None]:
     """Score direction ``index`` (times ``sign``) of ``md`` on seeds (full tensors (S, L, F), their unedited
-    scores ``base`` and images) at ``steps`` (> 0). Returns the curves and the images of the first ``keep``
-    seeds (keep, T+1, C, H, W) (None when keep is 0)."""
-    imgs = render_steps(md, index, sign, full, steps, units=units, layers=layers, batch_size=batch_size)
-    S, T = imgs.shape[:2]
-    flat = imgs.reshape(S * T, *imgs.shape[2:])
-    sc = score_images(scorers, flat)
+    scores ``base`` (all S) and images) at ``steps`` (> 0). Returns the curves and the images of the first
+    ``keep`` seeds (keep, T+1, C, H, W) (None when keep is 0).
+
+    ``base_images`` are those of this process's seeds, :func:`seed_block` (S, batch_size): all S in one
+    process. Under torchrun each process renders and scores its block; every process gets all curves."""
+    a, b = seed_block(full.shape[0], batch_size)
+    T = len(steps)
     A = len(scorers.names)
-    attrs = np.concatenate([base.attrs[:, None], sc.attrs.reshape(S, T, A)], 1)  # (S, T+1, A)
-    det = np.concatenate([base.detected[:, None], sc.detected.reshape(S, T)], 1)
-    ident = None
-    if sc.embeddings is not None and base.embeddings is not None:
-        e = sc.embeddings.reshape(S, T, -1)
-        dist = np.asarray(scorers.identity.distance(e, base.embeddings[:, None]), np.float64)  # (S, T)
-        ident = np.concatenate([np.zeros((S, 1)), dist], 1)
-    ss = None
-    if scorers.ssim is not None:
-        ref = base_images[:, None].expand(S, T, *base_images.shape[1:]).reshape(flat.shape)
-        ss = np.concatenate(
-            [np.ones((S, 1)), np.asarray(scorers.ssim(flat, ref), np.float64).reshape(S, T)], 1
-        )
-    kept = None
-    if keep:
-        kept = torch.cat([base_images[:keep, None], imgs[:keep]], 1)  # (keep, T+1, C, H, W)
+    attrs = det = ident = ss = kept = None
+    if b > a:
+        imgs = render_steps(
+            md, index, sign, full[a:b], steps, units=units, layers=layers, batch_size=batch_size
+        )  # (S', T, C, H, W), S' = b - a
+        S = b - a
+        flat = imgs.reshape(S * T, *imgs.shape[2:])
+        sc = score_images(scorers, flat)
+        attrs = np.concatenate([base.attrs[a:b, None], sc.attrs.reshape(S, T, A)], 1)  # (S', T+1, A)
+        det = np.concatenate([base.detected[a:b, None], sc.detected.reshape(S, T)], 1)
+        if sc.embeddings is not None and base.embeddings is not None:
+            e = sc.embeddings.reshape(S, T, -1)
+            far = np.asarray(scorers.identity.distance(e, base.embeddings[a:b, None]), np.float64)  # (S', T)
+            ident = np.concatenate([np.zeros((S, 1)), far], 1)
+        if scorers.ssim is not None:
+            ref = base_images[:, None].expand(S, T, *base_images.shape[1:]).reshape(flat.shape)
+            ss = np.concatenate(
+                [np.ones((S, 1)), np.asarray(scorers.ssim(flat, ref), np.float64).reshape(S, T)], 1
+            )
+        if keep > a:
+            kept = torch.cat([base_images[: keep - a, None], imgs[: keep - a]], 1)  # (k, T+1, C, H, W)
+    attrs, det, ident, ss, kept = (gather_rows(x) for x in (attrs, det, ident, ss, kept))
+    if not keep:
+        kept = None
     return Curves(np.concatenate([[0.0], np.asarray(steps, np.float64)]), attrs, ident, ss, det), kept
 
 
@@ -224,8 +275,11 @@ __all__ = [
     "Scorers",
     "Scores",
     "Screen",
+    "gather_rows",
+    "gather_scores",
     "measure",
     "render_steps",
     "score_images",
     "screen_method",
+    "seed_block",
 ]

@@ -9,8 +9,11 @@ is the HTTP side: :func:`create_app` wraps it in a Starlette app, the page and i
 ``GET  /api/image?bits=b&t=x``               PNG of the curve point at fractional index t in [0, K-1]
 ``GET  /api/corner?bits=b&index=i``          PNG of corner i (all corners of a bitrate rendered once, cached)
 ``GET  /api/map?bits=b``                     the panoptic map of a bitrate: labelled grid PNG (cached)
-``GET  /api/segments?bits=b``                every segment's length, std of the data along it and usage
+``GET  /api/segments?bits=b``                every segment's length, std of the data along it, usage and
+                                             annotation (annotations.json: summary, locality, layers)
 ``GET  /api/edit?bits&segment&seeds&sigma[&layers]``  PNG grid: rows = seeds, columns = -sigma, 0, +sigma
+                                             (``layers=auto``: the segment's annotated range)
+``GET  /api/heat?bits=b&segment=i``          the segment's heat map from ``sfvq annotate`` (PNG)
 ``GET  /api/directions``                     the run's saved directions
 ``POST /api/directions``                     save segment ``bits:segment`` under a name, with a layer range
 ``GET  /api/augment``                        finished augmentation batches in ``<run>/augment/``
@@ -195,8 +198,20 @@ class Endpoints:
         seg = self.ex.check_segment(b, required(q, "segment"))
         seeds = parse_seeds(required(q, "seeds"))
         sigma = parse_float(required(q, "sigma"), "sigma", -SIGMA_MAX, SIGMA_MAX)
-        layers = parse_layers(q.get("layers"), self.ex.num_ws)
+        layers = self._layers(q.get("layers"), b, seg)
         return png(self.ex.edit_png(b, seg, seeds, sigma, layers), started)
+
+    def _layers(self, text: Any, bits: int, segment: int) -> tuple[int, int] | None:
+        """A layers parameter: ``auto`` (the segment's annotated range) or an inclusive range."""
+        if isinstance(text, str) and text.strip().lower() == "auto":
+            return self.ex.auto_layers(bits, segment)
+        return parse_layers(text, self.ex.num_ws)
+
+    def heat(self, request: Request) -> Response:
+        q = query(request, "bits", "segment")
+        b = self.ex.check_bits(required(q, "bits"))
+        seg = self.ex.check_segment(b, required(q, "segment"))
+        return FileResponse(self.ex.heat_path(b, seg), media_type="image/png", headers=NO_STORE)
 
     def directions_get(self, request: Request) -> Response:
         query(request)
@@ -208,7 +223,7 @@ class Endpoints:
         name = parse_name(required(data, "name"))
         b = self.ex.check_bits(required(data, "bits"), json=True)
         seg = self.ex.check_segment(b, required(data, "segment"), json=True)
-        layers = parse_layers(data.get("layers"), self.ex.num_ws)
+        layers = await run_in_threadpool(self._layers, data.get("layers"), b, seg)
         sign = data.get("sign", 1)
         if isinstance(sign, bool) or sign not in (1, -1):
             raise ApiError(400, "sign must be 1 or -1", "sign")
@@ -248,6 +263,7 @@ class Endpoints:
             Route("/api/map", sync(self.panoptic)),
             Route("/api/segments", sync(self.segments)),
             Route("/api/edit", sync(self.edit)),
+            Route("/api/heat", sync(self.heat)),
             Route("/api/directions", sync(self.directions_get), methods=["GET"]),
             Route("/api/directions", self.directions_post, methods=["POST"]),
             Route("/api/augment", sync(self.augment_get), methods=["GET"]),

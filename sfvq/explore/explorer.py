@@ -226,7 +226,64 @@ class Explorer:
                 )
             empty = [] if near is None else [int(i) for i in torch.nonzero(near == 0).flatten()]
             self._segments[bits] = {"segments": rows, "empty_corners": empty}
-        return self._segments[bits]
+        notes = self.annotations(bits)
+        cached = self._segments[bits]
+        rows = [{**row, "annotation": notes.get(row["index"])} for row in cached["segments"]]
+        return {**cached, "segments": rows, "annotated": bool(notes)}
+
+    # ------------------------------------------------------------------ annotations (sfvq annotate)
+    def annotations(self, bits: int) -> dict[int, dict[str, Any]]:
+        """The run's annotations of the ``bits``-bit segments, read afresh (``sfvq annotate`` may run while
+        the page is open) and defensively (a missing, broken or stale file gives {}): {segment: row} with
+        ``summary``, ``locality``, ``change``, ``layers`` (inclusive text or None), ``layer_share`` and
+        ``heat`` (the URL of its heat map, or None)."""
+        from sfvq.annotate import read_annotations
+        from sfvq.directions import layers_text
+
+        run_id = (getattr(self.model, "metadata_", None) or {}).get("run_id")
+        data = read_annotations(self.run_dir, run_id)
+        rows = (data or {}).get("bits", {}).get(str(bits))
+        out: dict[int, dict[str, Any]] = {}
+        for row in rows if isinstance(rows, list) else []:
+            if not isinstance(row, dict) or not isinstance(row.get("segment"), int):
+                continue
+            i = row["segment"]
+            lay = row.get("layers")
+            ok = isinstance(lay, list) and len(lay) == 2 and all(isinstance(x, int) for x in lay)
+            heat = self.run_dir / "annotations" / f"b{bits}_s{i:03d}.png"
+            out[i] = {
+                "summary": str(row.get("summary") or ""),
+                **{k: _number(row.get(k)) for k in ("locality", "change", "layer_share")},
+                "layers": layers_text((lay[0], lay[1])) if ok and 0 <= lay[0] < lay[1] else None,
+                "heat": f"/api/heat?bits={bits}&segment={i}" if heat.is_file() else None,
+            }
+        return out
+
+    def heat_path(self, bits: int, segment: int) -> Path:
+        """The heat map of a segment (``annotations/b{bits}_s{i:03d}.png``), checked to lie in the run."""
+        path = self.inside(self.run_dir / "annotations" / f"b{bits}_s{segment:03d}.png")
+        if not path.is_file():
+            hint = f"segment {bits}:{segment} has no heat map: run sfvq annotate --run RUN"
+            raise ApiError(404, hint, "segment")
+        return path
+
+    def auto_layers(self, bits: int, segment: int) -> tuple[int, int] | None:
+        """``layers=auto``: the segment's annotated range, else computed now (as ``--layers auto``); None in
+        a space without style layers."""
+        from sfvq.annotate import AnnotationError, auto_layers
+        from sfvq.directions import Direction
+
+        unit, std, length = self.direction(bits, segment)
+        d = Direction(
+            f"{bits}:{segment}", unit, {"method": "sfvq", "bits": bits, "corners": [segment, segment + 1]},
+            length=length, std=std,
+        )  # fmt: skip
+        with self._locked():
+            try:
+                used, _ = auto_layers(self.run, d, self.space)
+            except AnnotationError as e:
+                raise ApiError(400, f"layers auto: {e}", "layers") from e
+        return None if used is None or used == (0, self.num_ws) else used
 
     def edit_png(
         self, bits: int, segment: int, seeds: list[int], sigma: float, layers: tuple[int, int] | None
@@ -369,6 +426,11 @@ class Explorer:
         if not path.is_file():
             raise ApiError(404, f"no such file: {AUGMENT_DIR}/{name}/{file}", "file")
         return path
+
+
+def _number(x: Any) -> float | None:
+    """A finite number from JSON, else None (annotations are read defensively)."""
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) else None
 
 
 __all__ = ["AUGMENT_DIR", "Explorer", "png_bytes"]

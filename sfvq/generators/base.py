@@ -14,10 +14,14 @@ so that no caller ever asks which adapter it holds:
   ``differentiable_layers`` / ``feature_fn`` for LatentCLR.
 
 * how an image is rendered below the full resolution (``synthesis_at``, ``render_features_at``), so that
-  a job can preview a large generator.
+  a job can preview a large generator;
+* the forward pass with gradients that projection optimises through (``has_gradient_path``,
+  ``differentiable_mapping``, ``differentiable_synthesis``, ``differentiable_render_features``,
+  ``noise_inputs``).
 
 :class:`GeneratorBase` implements all of these with the common behaviour (NVIDIA's seeding, truncation in
-the mapping, no baseline support, previews rendered at full size and downsampled); an adapter inherits it
+the mapping, no baseline support, previews rendered at full size and downsampled, no gradient path); an
+adapter inherits it
 and overrides only its own quirks.
 """
 
@@ -52,6 +56,7 @@ class Generator(Protocol):
         truncation_in_z: True where the sampled z already carries the truncation (BigGAN's truncated
             noise times psi), so stored z latents are truncated; False where it acts in ``mapping``.
         differentiable_layers: layers :meth:`feature_fn` can read (empty: no LatentCLR support).
+        has_gradient_path: whether the ``differentiable_*`` methods work (projection needs them).
     """
 
     name: str
@@ -66,6 +71,7 @@ class Generator(Protocol):
     noise_modes: tuple[str, ...]
     nonnegative_layers: tuple[str, ...]
     truncation_in_z: bool
+    has_gradient_path: bool
 
     @property
     def device(self) -> torch.device: ...
@@ -167,6 +173,43 @@ class Generator(Protocol):
         """:meth:`render_features` at ``resolution`` px, as :meth:`synthesis_at`."""
         ...
 
+    def differentiable_mapping(
+        self,
+        z: torch.Tensor,
+        c: torch.Tensor | None = None,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+    ) -> torch.Tensor:
+        """:meth:`mapping` with gradients (no ``torch.no_grad``): z (N, z_dim) -> ws (N, num_ws, w_dim)."""
+        ...
+
+    def differentiable_synthesis(
+        self, ws: torch.Tensor, noise_mode: str = "const", noise: Sequence[torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """:meth:`synthesis` with gradients, at full size: ws (N, num_ws, w_dim) -> images (N, C, H, W).
+
+        ``noise``: one map (N or 1, 1, r, r) per entry of :meth:`noise_inputs`, used instead of the
+        noise of ``noise_mode`` (projection fits them); None: ``noise_mode`` as in :meth:`synthesis`.
+        """
+        ...
+
+    def differentiable_render_features(
+        self,
+        layer: str,
+        features: torch.Tensor,
+        c: torch.Tensor | None = None,
+        truncation_psi: float = 1.0,
+        noise_mode: str = "const",
+        noise: Sequence[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """:meth:`render_features` with gradients (``noise`` as in :meth:`differentiable_synthesis`)."""
+        ...
+
+    def noise_inputs(self) -> list[torch.Tensor]:
+        """The constant noise map (r, r) of every per-pixel noise input, in the order
+        :meth:`differentiable_synthesis` takes ``noise``; empty for a generator without noise inputs."""
+        ...
+
 
 def preview_size(height: int, width: int, resolution: int | None) -> tuple[int, int]:
     """The (h, w) of an image (height, width) shown at ``resolution`` px on its longer side: never larger
@@ -226,6 +269,7 @@ class GeneratorBase:
     noise_modes: tuple[str, ...] = NOISE_MODES
     nonnegative_layers: tuple[str, ...] = ()
     truncation_in_z: bool = False
+    has_gradient_path: bool = False
 
     # ---- z ----------------------------------------------------------------------------------------
     def z_stream(
@@ -305,6 +349,51 @@ class GeneratorBase:
     ) -> torch.Tensor:
         """:meth:`render_features` at ``resolution`` px: rendered at full size, then downsampled."""
         return downsample(self.render_features(layer, features, c, truncation_psi, noise_mode), resolution)
+
+    # ---- the gradient path (projection) -----------------------------------------------------------
+    def _no_gradient_path(self) -> GeneratorError:
+        return GeneratorError(
+            f"{self.name} has no gradient path: sfvq runs its forward pass only without gradients, and "
+            "projecting an image needs them (sfvq's StyleGAN2/StyleGAN3 networks and DCGANs have one)"
+        )
+
+    def differentiable_mapping(
+        self,
+        z: torch.Tensor,
+        c: torch.Tensor | None = None,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+    ) -> torch.Tensor:
+        """Not supported here (``has_gradient_path`` is False): raises :class:`GeneratorError`."""
+        raise self._no_gradient_path()
+
+    def differentiable_synthesis(
+        self, ws: torch.Tensor, noise_mode: str = "const", noise: Sequence[torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Not supported here (``has_gradient_path`` is False): raises :class:`GeneratorError`."""
+        raise self._no_gradient_path()
+
+    def differentiable_render_features(
+        self,
+        layer: str,
+        features: torch.Tensor,
+        c: torch.Tensor | None = None,
+        truncation_psi: float = 1.0,
+        noise_mode: str = "const",
+        noise: Sequence[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Not supported here (``has_gradient_path`` is False): raises :class:`GeneratorError`."""
+        raise self._no_gradient_path()
+
+    def noise_inputs(self) -> list[torch.Tensor]:
+        """No per-pixel noise inputs by default."""
+        return []
+
+    @staticmethod
+    def check_no_noise(noise: Sequence[torch.Tensor] | None) -> None:
+        """ValueError for noise maps given to a generator without noise inputs."""
+        if noise:
+            raise ValueError(f"got {len(noise)} noise maps for a generator without noise inputs")
 
     # ---- direction baselines ----------------------------------------------------------------------
     @property

@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -206,6 +206,24 @@ class DCGANGenerator(GeneratorBase):
         truncation_cutoff: int | None = None,
     ) -> torch.Tensor:
         """z (N, z_dim) -> (N, 1, z_dim): z times ``truncation_psi`` (unless ``truncation_cutoff`` is 0)."""
+        return self.differentiable_mapping(z, c, truncation_psi, truncation_cutoff)
+
+    @torch.no_grad()
+    def synthesis(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+        """ws (N, 1, z_dim) -> images (N, C, R, R) in [-1, 1]; ``noise_mode`` is checked (no noise here)."""
+        return self.differentiable_synthesis(ws, noise_mode)
+
+    # ---- the gradient path (projection): the same forward pass, without torch.no_grad ---------------
+    has_gradient_path = True
+
+    def differentiable_mapping(
+        self,
+        z: torch.Tensor,
+        c: torch.Tensor | None = None,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+    ) -> torch.Tensor:
+        """:meth:`mapping` with gradients: z (N, z_dim) -> z times the truncation (N, 1, z_dim)."""
         z = self._z(z)  # (N, z_dim)
         self._check_c(c, z.shape[0])
         if not math.isfinite(truncation_psi):
@@ -215,10 +233,12 @@ class DCGANGenerator(GeneratorBase):
         psi = truncation_psi if truncation_cutoff is None or truncation_cutoff >= 1 else 1.0
         return (z * psi)[:, None, :]  # (N, 1, z_dim)
 
-    @torch.no_grad()
-    def synthesis(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
-        """ws (N, 1, z_dim) -> images (N, C, R, R) in [-1, 1]; ``noise_mode`` is checked (no noise here)."""
+    def differentiable_synthesis(
+        self, ws: torch.Tensor, noise_mode: str = "const", noise: Sequence[torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """:meth:`synthesis` with gradients: ws (N, 1, z_dim) -> images (N, C, R, R) (no noise inputs)."""
         self.check_noise_mode(noise_mode)
+        self.check_no_noise(noise)
         if ws.ndim != 3 or ws.shape[1] != 1 or ws.shape[2] != self.z_dim:
             raise ValueError(f"expected ws of shape (N, 1, {self.z_dim}), got {tuple(ws.shape)}")
         return self.net(ws[:, 0].to(self.device, torch.float32))  # (N, C, R, R)
@@ -234,6 +254,23 @@ class DCGANGenerator(GeneratorBase):
     @torch.no_grad()
     def synthesis_from(self, layer: str, features: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
         """Activations after ``layer`` (N, C, H, W) -> images (N, img_channels, R, R)."""
+        return self._forward_from(layer, features, noise_mode)
+
+    def differentiable_render_features(
+        self,
+        layer: str,
+        features: torch.Tensor,
+        c: torch.Tensor | None = None,
+        truncation_psi: float = 1.0,
+        noise_mode: str = "const",
+        noise: Sequence[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """:meth:`render_features` with gradients: the (clamped) activations after ``layer`` -> images."""
+        self.check_no_noise(noise)
+        return self._forward_from(layer, self.clamp_features(layer, features), noise_mode)
+
+    def _forward_from(self, layer: str, features: torch.Tensor, noise_mode: str) -> torch.Tensor:
+        """Activations after ``layer`` (N, C, H, W) -> images, checked, with gradients where they flow."""
         self.check_noise_mode(noise_mode)
         index = self._layer_index(layer)
         shape = self.net.block_shape(index)

@@ -57,7 +57,7 @@ class StyleGANGenerator(GeneratorBase):
     a dtype to override (e.g. ``torch.bfloat16`` on the CPU, ``torch.float32`` on CUDA).
     """
 
-    spaces: tuple[str, ...] = ("z", "w", "w+")
+    spaces: tuple[str, ...] = ("z", "w", "w+", "s")
     layers: tuple[str, ...] = ("w",)
 
     def __init__(
@@ -251,6 +251,60 @@ class StyleGANGenerator(GeneratorBase):
             return torch.zeros(0, self.img_channels, h, w, device=self.device)
         return torch.cat(out).to(torch.float32)
 
+    # -- StyleSpace (S) --------------------------------------------------------------------------
+    @property
+    def style_layers(self) -> tuple[tuple[str, int, int], ...]:
+        """StyleSpace layout: ``(name, ws_index, channels)`` of every style affine in execution order
+        (StyleGAN2: each block's [conv0,] conv1, torgb; StyleGAN3: ``input`` (4) and every layer)."""
+        return tuple(self.network.synthesis.style_layers())
+
+    @property
+    def style_dim(self) -> int:
+        """Entries of a full style code S: the channels of all :attr:`style_layers`."""
+        return sum(ch for _, _, ch in self.style_layers)
+
+    @torch.no_grad()
+    def styles(self, ws: torch.Tensor) -> torch.Tensor:
+        """ws (N, num_ws, w_dim) -> style codes S (N, style_dim): each style layer's affine applied to its
+        ws entry, concatenated in :attr:`style_layers` order (float32, on the generator's device)."""
+        ws = self._prepare_ws(ws)
+        out = [self.network.synthesis.styles(ws[i : i + 4096]) for i in range(0, ws.shape[0], 4096)]
+        return torch.cat(out) if out else torch.zeros(0, self.style_dim, device=self.device)
+
+    def mean_w(self) -> torch.Tensor:
+        """The mapping's stored mean w (the truncation centre): (w_dim,) float32 on the device."""
+        return self.network.mapping.w_avg.to(torch.float32)
+
+    @torch.no_grad()
+    def synthesis_from_styles_at(
+        self, styles: torch.Tensor, resolution: int | None = None, noise_mode: str = "const"
+    ) -> torch.Tensor:
+        """Style codes S (N, style_dim) -> images (N, C, r, r), as :meth:`synthesis_at` renders ws (a
+        StyleGAN2 stops early and runs its fp16 blocks in :meth:`half_dtype`); ``synthesis_at(ws)`` equals
+        ``synthesis_from_styles_at(styles(ws))`` up to float rounding."""
+        from sfvq.generators.base import downsample, preview_size
+
+        self.check_noise_mode(noise_mode)
+        styles = self._as_tensor(styles, "styles").to(torch.float32)
+        if styles.ndim != 2 or styles.shape[1] != self.style_dim:
+            raise ValueError(f"style codes must have shape (N, {self.style_dim}), got {tuple(styles.shape)}")
+        kw: dict[str, Any] = {}
+        side = self.img_resolution
+        if self.family == "stylegan2":
+            side = self.network.synthesis.stop_resolution(resolution)
+            kw = {"max_resolution": side, "fp16_dtype": self.half_dtype()}
+        syn = self.network.synthesis
+        out = [
+            downsample(
+                syn.forward_styles(styles[i : i + self.max_batch], noise_mode=noise_mode, **kw), resolution
+            )
+            for i in range(0, styles.shape[0], self.max_batch)
+        ]
+        if not out:
+            h, w = preview_size(side, side, resolution)
+            return torch.zeros(0, self.img_channels, h, w, device=self.device)
+        return torch.cat(out).to(torch.float32)
+
     def render_features_at(
         self,
         layer: str,
@@ -349,6 +403,78 @@ class StyleGANGenerator(GeneratorBase):
             return x.flatten(1)  # (N, C*H*W)
 
         return sg3
+
+    # -- the gradient path (projection) --------------------------------------------------------
+    has_gradient_path = True
+
+    def _noise_layers(self) -> list[nn.Module]:
+        """StyleGAN2's layers with a per-pixel noise input, in forward order (StyleGAN3 has none)."""
+        if self.family != "stylegan2":
+            return []
+        found = []
+        for block in self.network.synthesis.blocks():
+            for layer in [block.conv1] if block.in_channels == 0 else [block.conv0, block.conv1]:
+                if layer.use_noise:
+                    found.append(layer)
+        return found
+
+    def noise_inputs(self) -> list[torch.Tensor]:
+        """StyleGAN2: the constant noise map (r, r) of every layer with a noise input, in forward order."""
+        return [layer.noise_const.detach().float() for layer in self._noise_layers()]
+
+    def differentiable_mapping(
+        self,
+        z: torch.Tensor,
+        c: Any = None,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+    ) -> torch.Tensor:
+        """:meth:`mapping` with gradients: z (N, z_dim) [+ labels] -> ws (N, num_ws, w_dim)."""
+        z = self._prepare_z(z)
+        return self.network.mapping(z, self.make_c(c, z.shape[0]), float(truncation_psi), truncation_cutoff)
+
+    def differentiable_synthesis(
+        self, ws: torch.Tensor, noise_mode: str = "const", noise: Sequence[torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """:meth:`synthesis` with gradients, at full size and in float32: ws (N, num_ws, w_dim) -> images.
+
+        A StyleGAN2 runs the non-fused forward pass (:func:`sfvq.avatars.networks.synthesis_forward`),
+        which takes explicit noise maps: ``noise`` one (N or 1, 1, r, r) per :meth:`noise_inputs` entry;
+        a StyleGAN3 has no noise inputs.
+        """
+        self.check_noise_mode(noise_mode)
+        ws = self._prepare_ws(ws)
+        if self.family == "stylegan3":
+            self.check_no_noise(noise)
+            return self.network.synthesis(ws, noise_mode=noise_mode)
+        from sfvq.avatars.networks import synthesis_forward
+
+        syn = self.network.synthesis
+        if noise is not None:
+            count = len(self._noise_layers())
+            if len(noise) != count:
+                raise ValueError(f"got {len(noise)} noise maps for {count} noise inputs")
+            maps = iter(noise)
+            return synthesis_forward(syn, ws, lambda n_, r_: next(maps))
+        if noise_mode == "const":
+            return synthesis_forward(syn, ws)
+        if noise_mode == "none":
+            return synthesis_forward(syn, ws, lambda n_, r_: ws.new_zeros(n_, 1, r_, r_))
+        return synthesis_forward(syn, ws, lambda n_, r_: torch.randn(n_, 1, r_, r_, device=ws.device))
+
+    def differentiable_render_features(
+        self,
+        layer: str,
+        features: torch.Tensor,
+        c: Any = None,
+        truncation_psi: float = 1.0,
+        noise_mode: str = "const",
+        noise: Sequence[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """The one feature layer ``"w"`` (its activations are the ws) renders as
+        :meth:`differentiable_synthesis`."""
+        self._check_layer(layer)
+        return self.differentiable_synthesis(features, noise_mode, noise)
 
     def generate(
         self,

@@ -304,7 +304,12 @@ class SynthesisLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
         """x (N, I, H, W), w (N, W) -> (N, O, H*up, W*up) in x's dtype (float32, or a reduced precision)."""
-        styles = self.affine(w)  # (N, I) float32
+        return self.forward_styles(x, self.affine(w), noise_mode)
+
+    def forward_styles(
+        self, x: torch.Tensor, styles: torch.Tensor, noise_mode: str = "const"
+    ) -> torch.Tensor:
+        """:meth:`forward` from the layer's style code (StyleSpace) ``styles = affine(w)`` (N, I) float32."""
         if x.dtype == torch.float32:
             x = modulated_conv2d(
                 x,
@@ -365,7 +370,11 @@ class ToRGBLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """x (N, I, H, W), w (N, W) -> (N, C, H, W) in x's dtype."""
-        styles = self.affine(w) * self.weight_gain  # (N, I)
+        return self.forward_styles(x, self.affine(w))
+
+    def forward_styles(self, x: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` from the layer's style code ``affine(w)`` (N, I) (before the 1/sqrt(I) gain)."""
+        styles = styles * self.weight_gain  # (N, I)
         x = modulated_conv2d(x, self.weight.to(x.dtype), styles.to(x.dtype), demodulate=False)  # (N, C, H, W)
         return _bias_act(x, self.bias.to(x.dtype), "linear", self.conv_clamp)
 
@@ -421,6 +430,32 @@ class SynthesisBlock(nn.Module):
             x = self.conv0(x.to(dtype), ws[:, 0], noise_mode)  # (N, O, R, R)
             x = self.conv1(x, ws[:, 1], noise_mode)
         y = self.torgb(x, ws[:, self.num_conv]).to(torch.float32)  # (N, C, R, R)
+        img = y if img is None else upsample2d(img, self.resample_filter) + y
+        return x, img
+
+    def style_layers(self) -> list[SynthesisLayer | ToRGBLayer]:
+        """The layers that read a style, in execution order: [conv0,] conv1, torgb; layer i reads ws[:, i]."""
+        convs = [self.conv1] if self.in_channels == 0 else [self.conv0, self.conv1]
+        return [*convs, self.torgb]
+
+    def forward_styles(
+        self,
+        x: torch.Tensor | None,
+        img: torch.Tensor | None,
+        styles: list[torch.Tensor],
+        noise_mode: str = "const",
+        dtype: torch.dtype = torch.float32,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` from the style codes (StyleSpace) of :meth:`style_layers`, one (N, I) each: the
+        same steps, each layer run from its code (``forward_styles``) instead of from its w."""
+        if self.in_channels == 0:
+            x = self.const.to(dtype).unsqueeze(0).repeat(styles[0].shape[0], 1, 1, 1)  # (N, O, 4, 4)
+            x = self.conv1.forward_styles(x, styles[0], noise_mode)
+        else:
+            assert x is not None
+            x = self.conv0.forward_styles(x.to(dtype), styles[0], noise_mode)  # (N, O, R, R)
+            x = self.conv1.forward_styles(x, styles[1], noise_mode)
+        y = self.torgb.forward_styles(x, styles[self.num_conv]).to(torch.float32)  # (N, C, R, R)
         img = y if img is None else upsample2d(img, self.resample_filter) + y
         return x, img
 
@@ -507,6 +542,59 @@ class SynthesisNetwork(nn.Module):
             dtype = fp16_dtype if block.use_fp16 and fp16_dtype is not None else torch.float32
             x, img = block(x, img, block_ws, noise_mode, dtype)
             w_idx += block.num_conv
+            if block.resolution == stop:
+                break
+        assert img is not None
+        return img
+
+    def style_layers(self) -> list[tuple[str, int, int]]:
+        """StyleSpace layout: ``(name, ws_index, channels)`` of every layer that reads a style, in
+        execution order (``b4.conv1``, ``b4.torgb``, ``b8.conv0``, ...); a block's torgb reads the same
+        ws entry as the next block's conv0. The style codes of all of them, concatenated, are S."""
+        out = []
+        w_idx = 0
+        for block in self.blocks():
+            names = ["conv1"] if block.in_channels == 0 else ["conv0", "conv1"]
+            for i, (name, layer) in enumerate(zip([*names, "torgb"], block.style_layers(), strict=True)):
+                out.append((f"b{block.resolution}.{name}", w_idx + i, layer.affine.out_features))
+            w_idx += block.num_conv
+        return out
+
+    def styles(self, ws: torch.Tensor) -> torch.Tensor:
+        """ws (N, num_ws, W) -> the style codes S (N, sum of channels): each style layer's affine applied
+        to its ws entry (:meth:`style_layers` order), concatenated."""
+        if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
+            raise ValueError(f"ws must have shape (N, {self.num_ws}, {self.w_dim}), got {tuple(ws.shape)}")
+        ws = ws.to(torch.float32)
+        parts = []
+        w_idx = 0
+        for block in self.blocks():
+            for i, layer in enumerate(block.style_layers()):
+                parts.append(layer.affine(ws[:, w_idx + i]))  # (N, I)
+            w_idx += block.num_conv
+        return torch.cat(parts, dim=1)  # (N, S)
+
+    def forward_styles(
+        self,
+        styles: torch.Tensor,
+        noise_mode: str = "const",
+        max_resolution: int | None = None,
+        fp16_dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:
+        """:meth:`forward` from style codes S (N, sum of channels) as :meth:`styles` lays them out: exactly
+        the image of ws where ``styles = self.styles(ws)`` (the same layer maths after each affine)."""
+        dims = [ch for _, _, ch in self.style_layers()]
+        if styles.ndim != 2 or styles.shape[1] != sum(dims):
+            raise ValueError(f"style codes must have shape (N, {sum(dims)}), got {tuple(styles.shape)}")
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        stop = self.stop_resolution(max_resolution)
+        chunks = iter(styles.to(torch.float32).split(dims, dim=1))  # (N, I) per style layer
+        x = img = None
+        for block in self.blocks():
+            block_styles = [next(chunks) for _ in block.style_layers()]
+            dtype = fp16_dtype if block.use_fp16 and fp16_dtype is not None else torch.float32
+            x, img = block.forward_styles(x, img, block_styles, noise_mode, dtype)
             if block.resolution == stop:
                 break
         assert img is not None

@@ -650,15 +650,19 @@ class _SynthesisInput(nn.Module):
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         """w (N, W) -> features (N, C0, H, W)."""
-        n = w.shape[0]
-        t = self.affine(w)  # (N, 4)
+        return self.forward_styles(self.affine(w))
+
+    def forward_styles(self, t: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` from the style code ``t = affine(w)`` (N, 4) (StyleSpace) -> (N, C0, H, W)."""
+        dev = t.device
+        n = t.shape[0]
         t = t / t[:, :2].norm(dim=1, keepdim=True)  # (cos, sin, tx, ty)
-        m_r = torch.eye(3, device=w.device).repeat(n, 1, 1)  # (N, 3, 3) rotation
+        m_r = torch.eye(3, device=dev).repeat(n, 1, 1)  # (N, 3, 3) rotation
         m_r[:, 0, 0] = t[:, 0]
         m_r[:, 0, 1] = -t[:, 1]
         m_r[:, 1, 0] = t[:, 1]
         m_r[:, 1, 1] = t[:, 0]
-        m_t = torch.eye(3, device=w.device).repeat(n, 1, 1)  # (N, 3, 3) translation
+        m_t = torch.eye(3, device=dev).repeat(n, 1, 1)  # (N, 3, 3) translation
         m_t[:, 0, 2] = -t[:, 2]
         m_t[:, 1, 2] = -t[:, 3]
         transform = m_r @ m_t @ self.transform.unsqueeze(0)  # (N, 3, 3)
@@ -672,10 +676,10 @@ class _SynthesisInput(nn.Module):
 
         width, height = self.size
         xs = (
-            torch.arange(width, device=w.device, dtype=torch.float32) + 0.5 - width / 2
+            torch.arange(width, device=dev, dtype=torch.float32) + 0.5 - width / 2
         ) / self.sampling_rate
         ys = (
-            torch.arange(height, device=w.device, dtype=torch.float32) + 0.5 - height / 2
+            torch.arange(height, device=dev, dtype=torch.float32) + 0.5 - height / 2
         ) / self.sampling_rate
         arg = (
             xs.view(1, 1, width, 1) * freqs[:, None, None, :, 0]
@@ -707,8 +711,11 @@ class _SynthesisLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """x (N, I, in_h, in_w), w (N, W) -> (N, O, out_h, out_w)."""
+        return self.forward_styles(x, self.affine(w))
+
+    def forward_styles(self, x: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` from the layer's style code ``affine(w)`` (N, I) (StyleSpace)."""
         spec = self.spec
-        styles = self.affine(w)  # (N, I)
         if spec.is_torgb:
             styles = styles * (1 / math.sqrt(spec.in_channels * spec.conv_kernel**2))
         input_gain = self.magnitude_ema.rsqrt()
@@ -755,6 +762,36 @@ class StyleGAN3Synthesis(nn.Module):
         x = self.input(w_list[0])  # (N, C0, H0, W0)
         for name, w in zip(self.layer_names, w_list[1:], strict=True):
             x = getattr(self, name)(x, w)
+        return (x * self.output_scale).to(torch.float32)  # (N, img_channels, R, R)
+
+    def style_layers(self) -> list[tuple[str, int, int]]:
+        """StyleSpace layout: ``(name, ws_index, channels)`` of every affine, in execution order: ``input``
+        (4: rotation and translation, before normalisation) reads ws[0], layer i reads ws[i + 1]."""
+        return [("input", 0, 4)] + [
+            (name, i + 1, getattr(self, name).affine.out_features) for i, name in enumerate(self.layer_names)
+        ]
+
+    def styles(self, ws: torch.Tensor) -> torch.Tensor:
+        """ws (N, num_ws, W) -> the style codes S (N, sum of channels): every affine of its ws entry."""
+        ws = torch.as_tensor(ws, dtype=torch.float32, device=self.input.weight.device)
+        if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
+            raise ValueError(f"expected ws of shape (N, {self.num_ws}, {self.w_dim}), got {tuple(ws.shape)}")
+        modules = [self.input, *(getattr(self, name) for name in self.layer_names)]
+        return torch.cat([m.affine(ws[:, i]) for i, m in enumerate(modules)], dim=1)  # (N, S)
+
+    def forward_styles(self, styles: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+        """:meth:`forward` from style codes S (N, sum of channels) laid out as :meth:`styles` gives them:
+        exactly the image of ws where ``styles = self.styles(ws)``."""
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        dims = [ch for _, _, ch in self.style_layers()]
+        styles = torch.as_tensor(styles, dtype=torch.float32, device=self.input.weight.device)
+        if styles.ndim != 2 or styles.shape[1] != sum(dims):
+            raise ValueError(f"style codes must have shape (N, {sum(dims)}), got {tuple(styles.shape)}")
+        chunks = styles.split(dims, dim=1)  # (N, I) per style layer
+        x = self.input.forward_styles(chunks[0])  # (N, C0, H0, W0)
+        for name, s in zip(self.layer_names, chunks[1:], strict=True):
+            x = getattr(self, name).forward_styles(x, s)
         return (x * self.output_scale).to(torch.float32)  # (N, img_channels, R, R)
 
 

@@ -245,3 +245,125 @@ def test_run_and_cli_on_a_tiny_world(tmp_path: Path) -> None:
     dcgan = ["avatars", "benchmark", "--network", "builtin:faces-dcgan", "--classifier", str(clf_path)]
     bad = CliRunner().invoke(main, [*dcgan, "--outdir", str(tmp_path / "b2"), "--quiet"])
     assert bad.exit_code == 2 and "no W space" in bad.output
+
+
+class _LayeredSpace:
+    """A fake W+ space (4 layers, dim 2) whose 4x4 one-channel image has one row per layer: row ``l`` is
+    ``w[l] * x[l, 0] + u[l] * x[l, 1]``, so direction (1, 0) acts through the layers where ``w`` is set
+    and (0, 1) through those where ``u`` is set: the range ``--layers auto`` must pick is known."""
+
+    num_ws, dim, noise_mode, name = 4, 2, "const", "fake-w"
+
+    def __init__(self, w: list[float], u: list[float]) -> None:
+        self.G = type("G", (), {"img_resolution": 4})()
+        self.w, self.u = torch.tensor(w), torch.tensor(u)
+
+    def encode_seeds(self, seeds) -> torch.Tensor:
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(max(seeds) + 1, 1, 2, generator=g)[list(seeds)]  # (S, 1, 2)
+        return x.expand(-1, 4, -1).clone()  # (S, 4, 2)
+
+    def edit(self, full: torch.Tensor, v: torch.Tensor, sigma: float, layers=None) -> torch.Tensor:
+        a, b = layers if layers is not None else (0, 4)
+        out = full.clone()
+        out[:, a:b] += sigma * v.reshape(1, 1, -1)
+        return out
+
+    def render_full(self, full: torch.Tensor, batch_size: int = 32, resolution: int | None = None):
+        rows = self.w * full[..., 0] + self.u * full[..., 1]  # (N, 4)
+        return rows[:, None, :, None].expand(-1, 1, 4, 4).contiguous()  # (N, 1, 4, 4)
+
+
+def test_auto_layer_ranges_find_the_layers_a_direction_acts_through() -> None:
+    from sfvq.avatars.benchmark import auto_layer_ranges, auto_range_row, on_auto_layers
+
+    space = _LayeredSpace(w=[0, 0, 1, 1], u=[1, 0, 0, 0])
+    dirs = DirectionSet(
+        [Direction("x", torch.tensor([1.0, 0.0]), std=0.5), Direction("y", torch.eye(2)[1], std=2.0)]
+    )
+    ranges = auto_layer_ranges(space, dirs, 2.0, [0, 1, 2])
+    assert [r for r, _ in ranges] == [(2, 4), (0, 1)]  # x acts through layers 2-3, y through layer 0
+    assert all(share == pytest.approx(1.0) for _, share in ranges)
+    moved = on_auto_layers(dirs, ranges)
+    assert [d.layers for d in moved] == [(2, 4), (0, 1)] and [d.layers for d in dirs] == [None, None]
+    assert torch.equal(moved.vectors, dirs.vectors) and moved.meta["layers"] == "auto"
+    assert (
+        auto_range_row("x@auto", [[2, 4], [0, 4], [2, 4]], 2.0, 4)
+        == "| x@auto | 2.00 | 2.7 | 1 | 2-3 (2), 0-3 (1) |"
+    )
+    nothing = _LayeredSpace(w=[0, 0, 0, 0], u=[1, 0, 0, 0])  # x changes nothing: every layer
+    assert auto_layer_ranges(nothing, dirs, 2.0, [0])[0] == ((0, 4), None)
+    with pytest.raises(ValueError, match="no std"):
+        auto_layer_ranges(space, DirectionSet([Direction("z", torch.eye(2)[0])]), 2.0, [0])
+    with pytest.raises(ValueError, match="not both"):
+        GroundTruthConfig(layers=(0, 2), auto_layers=True).check()
+
+
+def test_auto_layers_on_a_tiny_world(tmp_path: Path) -> None:
+    from sfvq.cli import main
+
+    weights, clf_path = _tiny_world(tmp_path)
+    out = tmp_path / "bench"
+    args = ["avatars", "benchmark", "--network", weights, "--classifier", clf_path, "--outdir", out]
+    args += [
+        "--bits",
+        "2",
+        "--methods",
+        "sefa,random",
+        "--k",
+        "2",
+        "--random-k",
+        "3",
+        "--n",
+        "3",
+        "--steps",
+        "1",
+    ]
+    args += [
+        "--fit-n",
+        "300",
+        "--mi-n",
+        "32",
+        "--layers",
+        "auto",
+        "--auto-seeds",
+        "2",
+        "--quiet",
+        "--device",
+        "cpu",
+    ]
+    r = CliRunner().invoke(main, [str(a) for a in args])
+    assert r.exit_code == 0, r.output
+    d = json.loads((out / "benchmark.json").read_text())
+    names = ["sfvq-2bit", "sfvq-2bit@auto", "sefa", "sefa@auto", "random", "random@auto"]
+    assert list(d["methods"]) == names and d["config"]["auto_layers"] and d["config"]["layers"] is None
+    auto = d["auto_layers"]
+    assert auto["seeds"] == [3, 4] and auto["num_ws"] >= 2  # the seeds after the 3 measured ones
+    assert set(auto["ranges"]) == {n for n in names if n.endswith("@auto")}
+    for name, ranges in auto["ranges"].items():
+        assert (
+            len(ranges)
+            == d["methods"][name]["directions"]
+            == d["methods"][name.removesuffix("@auto")]["directions"]
+        )
+        assert all(0 <= a < b <= auto["num_ws"] for a, b in ranges) and auto["sigmas"][name] > 0
+    # the @auto rows are judged against random directions on their own ranges
+    best = max(d["methods"]["random@auto"]["purity"])
+    assert auto["purity_threshold"]["value"] > best and d["methods"]["random@auto"]["pure"] == 0
+    assert list(auto["chance"]) == list(d["groups"])
+    for name in names:
+        s = d["methods"][name]
+        th = (auto if name.endswith("@auto") else d)["purity_threshold"]["value"]
+        assert s["pure"] == sum(
+            p >= th and m >= 0.25 for p, m in zip(s["purity"], s["main_shift"], strict=True)
+        )
+        m = s["matched"]  # at the matched change: above the purest random direction of its family there
+        if m["reached"]:
+            m_th = (auto if name.endswith("@auto") else d)["purity_threshold"]["matched"]
+            pure = [p >= m_th and x >= 0.25 for p, x in zip(m["purity"], m["main_shift"], strict=True)]
+            assert m["pure"] == sum(pure) and m["coverage"] == len(m["covered"]) <= m["pure"]
+    assert d["methods"]["random@auto"]["matched"].get("pure", 0) == 0
+    table = (out / "benchmark.md").read_text()
+    assert "| sefa@auto |" in table and "commonest ranges" in table and "`@auto` rows" in table
+    bad = CliRunner().invoke(main, [str(a) for a in [*args, "--auto-sigma", "0"]])
+    assert bad.exit_code == 2 and "--auto-sigma" in bad.output

@@ -186,3 +186,21 @@ def test_a_model_without_a_recorded_network(sg2_run, tmp_path):
     shutil.copy(run / "space.json", tmp_path / "space.json")
     res = invoke("edit", "--model", tmp_path, "--direction", "4:1", "--outdir", tmp_path / "e")
     assert res.exit_code == 2 and "pass --network" in res.output
+
+
+def test_default_sigma_is_chosen_from_the_run_latents(sg2_run, tmp_path):
+    from sfvq.directions import data_sigmas, spec_direction
+
+    run, model, space = sg2_run
+    d = spec_direction(model, "3:2", np.load(run / "latents.npy"))
+    want = data_sigmas(np.load(run / "latents.npy"), d.vector)
+    for units, scale in (("std", 1.0), ("raw", d.std)):
+        out = tmp_path / units
+        res = invoke("edit", "--model", run, "--direction", "3:2", "--units", units, "--seeds", "0",
+                     "--outdir", out)  # fmt: skip
+        assert res.exit_code == 0, res.output
+        assert "chosen from the data" in res.output
+        opts = json.loads((out / "options.json").read_text())["options"]
+        assert opts["sigma"] == pytest.approx([s * scale for s in want.sigmas], abs=1e-4)
+        assert opts["sigma_raw"] == pytest.approx([s * d.std for s in want.sigmas], abs=1e-3)
+        assert opts["sigma_choice"]["rule"] == "data" and max(opts["sigma"]) / scale < 6

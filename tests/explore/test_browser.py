@@ -225,3 +225,36 @@ def test_augment_button_writes_and_shows_a_batch(page: Any, server: tuple[str, P
     )
     assert len(list((run / "augment/from-browser/images").iterdir())) == 6
     assert page.evaluate("document.getElementById('aug-preview').naturalWidth") > 6 * 32
+
+
+def test_segments_filter_by_their_annotations(page: Any, server: tuple[str, Path]) -> None:
+    """A hand-made annotations.json: the filter dims the segments whose summary lacks the words, lists the
+    others, and a selected segment shows its summary; layers auto sends layers=auto."""
+    import json
+
+    _, run = server
+    summaries = ["smile +0.30", "age +4.0", "smile -0.2, yaw +0.1", "yaw +0.2", "", "hair +0.1", "smile +0.1"]
+    rows = [{"segment": i, "summary": s, "locality": 0.5, "layers": [1, 3], "layer_share": 0.9}
+            for i, s in enumerate(summaries)]  # fmt: skip
+    path = run / "annotations.json"
+    path.write_text(json.dumps({"bits": {str(BITS): rows}}))
+    try:
+        page.reload()
+        expect(page.locator("body")).to_have_attribute("data-ready", "1")
+        expect(page.locator("#filter-box")).to_be_visible()
+        page.fill("#seg-filter", "smile")
+        expect(page.locator("#seg-matches button")).to_have_count(3)
+        expect(page.locator("#filter-count")).to_have_text(f"3 of {K - 1} segments match")
+        expect(page.locator("#map .segment.dim")).to_have_count(K - 1 - 3)
+        page.fill("#seg-filter", "smile yaw")
+        expect(page.locator("#seg-matches button")).to_have_count(1)
+        page.click("#seg-matches button")
+        expect(page.locator("#seg-label")).to_have_text(f"{BITS}:2")
+        expect(page.locator("#seg-note")).to_contain_text("smile -0.2, yaw +0.1")
+        expect(page.locator("#seg-note")).to_contain_text("layers 1-2 keep 90%")
+        page.check("#layers-auto")
+        expect(page.locator("#edits")).to_have_attribute("data-layers", "auto")
+        page.fill("#seg-filter", "")
+        expect(page.locator("#map .segment.dim")).to_have_count(0)
+    finally:
+        path.unlink()

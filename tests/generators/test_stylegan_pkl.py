@@ -79,7 +79,7 @@ def test_every_fixture_pickle_loads(pickles: dict[str, Path], name: str) -> None
     assert gen.name == str(pickles[name])
     for attr in ("z_dim", "c_dim", "w_dim", "num_ws", "img_resolution", "img_channels"):
         assert getattr(gen, attr) == cfg["G_ema"][attr], attr
-    assert gen.spaces == ("z", "w", "w+") and gen.layers == ("w",)
+    assert gen.spaces == ("z", "w", "w+", "s") and gen.layers == ("w",)
     assert gen.device == torch.device("cpu")
     assert gen.training_set_kwargs == cfg["training_set_kwargs"]
 

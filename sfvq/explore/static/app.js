@@ -149,11 +149,54 @@ async function buildMap() {
   for (const row of data.segments) {
     const seg = map.querySelector(`.segment[data-index="${row.index}"]`);
     const usage = row.usage === null ? "" : `, usage ${(100 * row.usage).toFixed(1)}%`;
-    seg.title = `segment ${row.spec}: length ${fmt(row.length)}, std ${fmt(row.std)}${usage}`;
+    const note = row.annotation ? `\n${row.annotation.summary}` : "";
+    seg.title = `segment ${row.spec}: length ${fmt(row.length)}, std ${fmt(row.std)}${usage}${note}`;
   }
+  $("filter-box").hidden = !data.annotated;
+  applyFilter();
   for (const i of data.empty_corners) {
     map.querySelector(`.corner[data-index="${i}"]`).classList.add("empty");
   }
+}
+
+// ------------------------------------------------------------------ filtering segments by their annotations
+// Every word typed must appear in a segment's summary (or its spec, e.g. "6:3"); the others are dimmed and the
+// matches listed as buttons.
+function applyFilter() {
+  const box = $("seg-matches");
+  box.replaceChildren();
+  const words = $("seg-filter").value.toLowerCase().split(/\s+/).filter(Boolean);
+  const rows = state.segments ? state.segments.segments : [];
+  let count = 0;
+  for (const row of rows) {
+    const text = `${row.spec} ${row.annotation ? row.annotation.summary : ""}`.toLowerCase();
+    const match = words.length > 0 && words.every((w) => text.includes(w));
+    const seg = $("map").querySelector(`.segment[data-index="${row.index}"]`);
+    if (seg) seg.classList.toggle("dim", words.length > 0 && !match);
+    if (!match) continue;
+    count += 1;
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "match";
+    b.dataset.index = String(row.index);
+    b.textContent = `${row.spec}: ${row.annotation ? row.annotation.summary : ""}`;
+    b.addEventListener("click", () => selectSegment(row.index));
+    box.append(b);
+  }
+  $("filter-count").textContent = words.length ? `${count} of ${rows.length} segments match` : "";
+}
+
+function showAnnotation(row) {
+  const a = row ? row.annotation : null;
+  $("seg-annotation").hidden = !a;
+  if (!a) return;
+  const heat = $("seg-heat");
+  heat.hidden = !a.heat;
+  if (a.heat) heat.src = a.heat;
+  const local = a.locality === null ? "" : `; ${(100 * a.locality).toFixed(0)}% of its change in one region`;
+  const layers = a.layers === null ? "" :
+    `; layers ${a.layers} keep ${a.layer_share === null ? "?" : (100 * a.layer_share).toFixed(0) + "%"} of it (layers: auto)`;
+  $("seg-note").textContent = `${a.summary}${local}${layers}`;
 }
 
 function highlight(selector, index) {
@@ -182,6 +225,7 @@ function selectSegment(i) {
       (row.usage === null ? "" : `, ${(100 * row.usage).toFixed(1)}% of the latents project onto it`) +
       `. Columns: -sigma, 0, +sigma (sigma in ${unit}).`
     : "";
+  showAnnotation(row);
   $("aug-preview").hidden = true;
   $("save-status").textContent = "";
   $("aug-status").textContent = "";
@@ -194,6 +238,9 @@ function selectSegment(i) {
 function layersText() {
   const L = state.info.num_ws;
   if (L <= 1) return null;
+  const auto = $("layers-auto").checked;
+  for (const id of ["layer-start", "layer-stop"]) $(id).disabled = auto;
+  if (auto) return "auto";
   const a = Number($("layer-start").value);
   const b = Number($("layer-stop").value);
   return a === 0 && b === L - 1 ? null : `${a}-${b}`;
@@ -334,6 +381,8 @@ async function start() {
   $("t").addEventListener("input", onSlider);
   select.addEventListener("change", () => setBits(Number(select.value)).catch((e) => showError(e.message)));
   for (const id of ["sigma", "seeds", "layer-start", "layer-stop"]) $(id).addEventListener("input", onEditControls);
+  $("layers-auto").addEventListener("change", onEditControls);
+  $("seg-filter").addEventListener("input", applyFilter);
   $("save-dir").addEventListener("click", saveDirection);
   $("augment").addEventListener("click", augment);
   await setBits(first);
