@@ -169,7 +169,8 @@ class OutDir(click.Path):
     :func:`write_problem`, leaving nothing behind). The temporary files killed jobs left in it are
     removed (:func:`sfvq.atomic.clean_stale`). ``staged``: the command publishes a whole run, written
     beside the folder first, so its parent must be writable too and it must not hold the current
-    directory."""
+    directory. Any other command refuses a folder holding a run (its ``model.safetensors``): its own
+    ``options.json``, ``latents.npy`` or images would replace the run's."""
 
     def __init__(self, staged: bool = False) -> None:
         super().__init__(file_okay=False, dir_okay=True, path_type=Path)
@@ -193,6 +194,11 @@ class OutDir(click.Path):
                 problem = write_problem(full.resolve().parent)
                 if problem is not None:
                     problem += " (a run is written beside its folder, then renamed into place)"
+        if problem is None and not self.staged and (path / "model.safetensors").is_file():
+            problem = (
+                f"{path} holds a run (model.safetensors): this command's files (options.json, latents, "
+                f"images) would replace the run's own; write them into another folder, e.g. {path / 'out'}"
+            )
         if problem is not None:
             self.fail(problem, param, ctx)
         clean_stale(path)

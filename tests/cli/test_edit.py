@@ -204,3 +204,16 @@ def test_default_sigma_is_chosen_from_the_run_latents(sg2_run, tmp_path):
         assert opts["sigma"] == pytest.approx([s * scale for s in want.sigmas], abs=1e-4)
         assert opts["sigma_raw"] == pytest.approx([s * d.std for s in want.sigmas], abs=1e-3)
         assert opts["sigma_choice"]["rule"] == "data" and max(opts["sigma"]) / scale < 6
+
+
+@pytest.mark.parametrize("command", ["edit", "augment"])
+def test_an_outdir_holding_the_run_is_refused_and_the_run_kept(sg2_run, command):
+    """`--outdir RUN` once wrote the edit's latents.npy and options.json over the run's own."""
+    run, model, space = sg2_run
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    args = {"edit": ["--direction", "4:3", "--seeds", "0"], "augment": ["--segment", "4:3", "--n", 2]}
+    args = args[command]
+    res = invoke(command, "--model", run / "model.safetensors", *args, "--outdir", run)
+    assert res.exit_code == 2
+    assert f"{run} holds a run (model.safetensors)" in res.output and "--outdir" in res.output
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
