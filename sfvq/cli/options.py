@@ -124,8 +124,9 @@ def write_problem(folder: Path) -> str | None:
 
 
 def _probe(folder: Path) -> tuple[str | None, bool]:
-    """One try of :func:`write_problem` -> (the problem, whether it may be a race with another process:
-    a folder that vanished under it, which a new try tells from a folder that cannot be made)."""
+    """One try of :func:`write_problem` -> (the problem, whether it may come from a race with another
+    process: a folder that appeared or vanished under it; a new try tells that from a real problem, which
+    stays)."""
     missing: list[Path] = []
     here = folder
     while not here.exists() and not here.is_symlink():
@@ -133,8 +134,8 @@ def _probe(folder: Path) -> tuple[str | None, bool]:
         if here.parent == here:
             break
         here = here.parent
-    if here.exists() and not here.is_dir():
-        return f"{here} is a file, not a folder", False
+    if here.exists() and not here.is_dir():  # may also be a folder that vanished between the two looks
+        return f"{here} is a file, not a folder", True
     made: list[Path] = []
     try:
         for p in reversed(missing):
@@ -143,7 +144,7 @@ def _probe(folder: Path) -> tuple[str | None, bool]:
             except FileExistsError:
                 if p.is_dir():
                     continue  # another process made it: it is theirs to remove
-                return f"{p} is a file, not a folder", False
+                return f"{p} is a file, not a folder", True  # or theirs, removed again meanwhile
             except FileNotFoundError as e:  # a folder above removed by another process, or /proc
                 return f"cannot create {p}: {_reason(e)}", True
             except OSError as e:
