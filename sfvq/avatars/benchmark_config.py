@@ -69,6 +69,8 @@ class GroundTruthConfig:
             raise ValueError(f"auto_seeds must be >= 1, got {self.auto_seeds}")
         if self.auto_sigma is not None and not 0 < self.auto_sigma < float("inf"):
             raise ValueError(f"auto_sigma must be a positive number, got {self.auto_sigma}")
+        if self.auto_sigma is not None and not self.auto_layers:
+            raise ValueError("auto_sigma (--auto-sigma) applies with layers auto (--layers auto) only")
         from sfvq.parsing import split_space_name
 
         names = []

@@ -252,23 +252,22 @@ def annotated_candidates(directions: Any, annotations: dict[str, Any] | None, bi
     """The ``k`` segments of ``directions`` (an sfvq DirectionSet of one bitrate) that the run's
     annotations (:func:`sfvq.annotate.read_annotations`) say move a score most, instead of the ``k`` with
     the largest std: per signed score of the annotation's scorer (its ``paired`` ones, such as identity,
-    left out), segments are ranked by ``|effect| / scale``, and the scores take turns adding their next
-    best segment until ``k`` are chosen (so every score gets its best segments before any gets a second).
+    left out), segments are ranked by ``|effect|`` (either sign: screening follows a direction both
+    ways), and the scores take turns adding their best segment not chosen yet until ``k`` are chosen.
     Raises ValueError when the annotations lack the bitrate or were made without a scorer."""
     from sfvq.annotate import segment_annotation
 
     if not annotations:
         raise ValueError("the run has no annotations.json for its curve: run sfvq annotate --run RUN first")
     paired = set(annotations.get("paired") or ())
-    scales = annotations.get("scales") or {}
-    rows: dict[str, dict[str, float]] = {}  # direction name -> {score: |effect| / scale}
+    rows: dict[str, dict[str, float]] = {}  # direction name -> {score: |effect|}
     for d in directions:
         corners = (d.source or {}).get("corners")
         row = segment_annotation(annotations, bits, min(corners)) if corners else None
         if row is None:
             raise ValueError(f"annotations.json has no {bits}-bit entry for {d.name}: annotate that bitrate")
         rows[d.name] = {
-            name: abs(v) / float(scales.get(name, 1.0) or 1.0)
+            name: abs(v)
             for name, v in (row.get("effects") or {}).items()
             if name not in paired and isinstance(v, (int, float)) and math.isfinite(v)
         }

@@ -297,6 +297,8 @@ def test_auto_layer_ranges_find_the_layers_a_direction_acts_through() -> None:
         auto_layer_ranges(space, DirectionSet([Direction("z", torch.eye(2)[0])]), 2.0, [0])
     with pytest.raises(ValueError, match="not both"):
         GroundTruthConfig(layers=(0, 2), auto_layers=True).check()
+    with pytest.raises(ValueError, match="--layers auto"):
+        GroundTruthConfig(auto_sigma=2.0).check()
 
 
 def test_auto_layers_on_a_tiny_world(tmp_path: Path) -> None:
@@ -360,7 +362,7 @@ def test_auto_layers_on_a_tiny_world(tmp_path: Path) -> None:
         m = s["matched"]  # at the matched change: above the purest random direction of its family there
         if m["reached"]:
             m_th = (auto if name.endswith("@auto") else d)["purity_threshold"]["matched"]
-            pure = [p >= m_th and x >= 0.25 for p, x in zip(m["purity"], m["main_shift"], strict=True)]
+            pure = [p >= m_th for p in m["purity"]]  # no floor: the change is matched
             assert m["pure"] == sum(pure) and m["coverage"] == len(m["covered"]) <= m["pure"]
     assert d["methods"]["random@auto"]["matched"].get("pure", 0) == 0
     table = (out / "benchmark.md").read_text()

@@ -27,12 +27,12 @@ def _annotations(effects: list[dict[str, float]]) -> dict:
     return {"scales": {"age": 10.0, "identity": 0.6}, "paired": ["identity"], "bits": {"4": rows}}
 
 
-def test_scores_take_turns_and_scales_and_paired_scores_count() -> None:
+def test_scores_take_turns_and_paired_scores_do_not_count() -> None:
     effects = [
-        {"age": 1.0, "smile": 0.01, "identity": 5.0},  # 0.1 of age's scale; the largest identity (ignored)
-        {"age": -9.0, "smile": 0.02, "identity": 0.1},  # age's best (0.9), in either sign
+        {"age": 1.0, "smile": 0.01, "identity": 5.0},  # the largest identity: paired, ignored
+        {"age": -9.0, "smile": 0.02, "identity": 0.1},  # age's best, in either sign
         {"age": 0.5, "smile": -0.30, "identity": 0.1},  # smile's best
-        {"age": 2.0, "smile": 0.25, "identity": 0.1},  # smile's second, age's second (0.2)
+        {"age": 2.0, "smile": 0.25, "identity": 0.1},  # smile's second, age's second
         {"age": 0.0, "smile": 0.00, "identity": 0.1},
     ]
     dirs = _segments(5)
