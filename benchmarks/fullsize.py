@@ -515,6 +515,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="small networks and a short fit")
     ap.add_argument("--only", choices=("render", "threads"), default=None, help="run one part")
     ap.add_argument("--reps", type=int, default=2, help="timed renders per case (best is reported)")
+    ap.add_argument("--family", choices=sorted(NAMES), default=None, help="only this network's render cases")
+    ap.add_argument("--resolution", type=int, default=None, help="only the render cases at this resolution")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child is not None:
@@ -527,7 +529,14 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     parts = []
     if args.only in (None, "render"):
-        parts.append(render_tables(run_render(QUICK_CASES if args.quick else FULL_CASES, args.reps)))
+        cases = [
+            c
+            for c in (QUICK_CASES if args.quick else FULL_CASES)
+            if args.family in (None, c[0]) and args.resolution in (None, c[1])
+        ]
+        if not cases:
+            ap.error(f"no render case of family {args.family} at {args.resolution} px")
+        parts.append(render_tables(run_render(cases, args.reps)))
     if args.only in (None, "threads"):
         parts.append(threads_table(run_threads(args.quick, 3 if args.quick else 2)))
     load1 = os.getloadavg()
