@@ -277,6 +277,46 @@ def test_run_at_a_preview_resolution_with_full_size_corners(sg2, tmp_path):
     assert not (out / "maps" / "corner_2bit_000.png").exists()  # stale outputs of the earlier run removed
 
 
+def test_run_with_a_rosinality_network_stops_at_the_preview_block(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from sfvq.generators.base import to_uint8
+    from sfvq.generators.rosinality import RosinalityGenerator
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent / "generators"))
+    from test_rosinality import SMALL, make_g_ema
+
+    G = RosinalityGenerator(make_g_ema(SMALL, style_dim=64, n_mlp=2, seed=1), torch.zeros(64), name="ros")
+    stops: list[int] = []
+    synthesis = G._synthesis
+    G._synthesis = lambda ws, mode, stop: stops.append(stop) or synthesis(ws, mode, stop)  # a spy
+    out = tmp_path / "run"
+    config = RunConfig(
+        network="ros",
+        outdir=out,
+        bits=2,
+        n=64,
+        edit_seeds=(0,),
+        sigmas=(0.0, 1.0),
+        walk_frames=3,
+        progress=False,
+        preview_res=16,
+        full_res_corners=(1,),
+    )
+    result = run_pipeline(config, G=G)
+    # Maps (and the plan's timed corners), walk and edits all stopped after the 16 px block; the one
+    # corner asked for at full size ran the whole network.
+    assert stops.count(32) == 1 and set(stops) == {16, 32}
+    with Image.open(out / "walks" / "walk.gif") as im:
+        assert im.size == (16, 16)
+    del G._synthesis
+    ws = LatentSpace.load(out, G).to_full(result.model.codebooks_[2][[1]].float())  # (1, num_ws, 64)
+    with Image.open(out / "maps" / "corner_2bit_001.png") as im:
+        np.testing.assert_array_equal(np.asarray(im), to_uint8(G.synthesis(ws))[0])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["render"]["resolution"] == 16 and summary["render"]["full_resolution"] == 32
+
+
 @pytest.mark.parametrize(
     "changes, option, message",
     [

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from sfvq.generators import limits
-from sfvq.generators.base import GeneratorBase, GeneratorError
+from sfvq.generators.base import GeneratorBase, GeneratorError, downsample
 from sfvq.generators.fir import upfirdn2d
 from sfvq.generators.limits import brief_text
 from sfvq.generators.torch_checkpoint import check_loaded_tensors, check_torch_file
@@ -287,7 +287,9 @@ class RosinalityGenerator(GeneratorBase):
 
     Spaces ``z``, ``w``, ``w+``; layer ``"w"`` (features = ws, synthesis_from = synthesis). The modulation
     weights are the style affines SeFa reads (:meth:`style_weights`); the network is written in plain
-    ops on a flat dict of tensors, so it offers no differentiable layer for LatentCLR.
+    ops on a flat dict of tensors, so it offers no differentiable layer for LatentCLR. Previews
+    (:meth:`synthesis_at`) stop after the block of the asked resolution and return its skip image, as
+    the StyleGAN2 adapter does: exact, and at a fraction of the full render's cost.
     """
 
     spaces: tuple[str, ...] = ("z", "w", "w+")
@@ -456,6 +458,53 @@ class RosinalityGenerator(GeneratorBase):
         noise_mode: 'const' uses the checkpoint's ``noises.noise_j`` buffers, 'random' fresh Gaussian
         noise per sample, 'none' no noise.
         """
+        return self._synthesis(ws, noise_mode, self.config.size)
+
+    @property
+    def block_resolutions(self) -> tuple[int, ...]:
+        """The resolution of the skip image after each block, in execution order (4, 8, ..., size)."""
+        return tuple(sorted(self.config.channels))
+
+    def stop_resolution(self, resolution: int | None) -> int:
+        """The block a preview at ``resolution`` px stops after: the first at or above it (the last block
+        for None or anything larger)."""
+        if resolution is None:
+            return self.config.size
+        if resolution < 1:
+            raise ValueError(f"a preview resolution must be >= 1 px, got {resolution}")
+        return next((r for r in self.block_resolutions if r >= resolution), self.config.size)
+
+    @torch.no_grad()
+    def synthesis_at(
+        self, ws: torch.Tensor, resolution: int | None = None, noise_mode: str = "const"
+    ) -> torch.Tensor:
+        """ws (N, num_ws, w_dim) -> images (N, img_channels, r, r) at ``resolution`` px (None: full size).
+
+        Stops after the first block at or above ``resolution`` (:meth:`stop_resolution`) and returns its
+        skip image (the upsampled and summed toRGB outputs so far), exactly the intermediate image of the
+        full pass; area-downsampled further (:func:`~sfvq.generators.base.downsample`) when the resolution
+        lies between two blocks. The layers after that block never run.
+        """
+        img = self._synthesis(ws, noise_mode, self.stop_resolution(resolution))  # (N, C, R, R)
+        return downsample(img, resolution)  # (N, C, r, r); the block's own image where r = R
+
+    def render_features_at(
+        self,
+        layer: str,
+        features: torch.Tensor,
+        c: torch.Tensor | None = None,
+        truncation_psi: float = 1.0,
+        noise_mode: str = "const",
+        resolution: int | None = None,
+    ) -> torch.Tensor:
+        """The one feature layer ``"w"`` renders as :meth:`synthesis_at` (the ws are its activations)."""
+        self._check_layer(layer)
+        self._check_c(c)
+        return self.synthesis_at(features, resolution, noise_mode)
+
+    def _synthesis(self, ws: torch.Tensor, noise_mode: str, stop: int) -> torch.Tensor:
+        """The forward pass up to and including the block of resolution ``stop``: its skip image
+        (N, img_channels, stop, stop). ``stop`` = size is the full pass."""
         self.check_noise_mode(noise_mode)
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise ValueError(f"expected ws of shape (N, {self.num_ws}, {self.w_dim}), got {_shape(ws)}")
@@ -468,7 +517,9 @@ class RosinalityGenerator(GeneratorBase):
 
         x = self._styled(x, "conv1", ws[:, 0], noise(0))
         img = self._to_rgb(x, "to_rgb1", ws[:, 1], None)  # (N, 3, 4, 4)
-        for b in range(len(self.config.channels) - 1):
+        for b, res in enumerate(self.block_resolutions[1:]):
+            if res > stop:
+                break
             i = 2 * b + 1
             x = self._styled(x, f"convs.{2 * b}", ws[:, i], noise(i), up=True)  # (N, C, 2H, 2W)
             x = self._styled(x, f"convs.{2 * b + 1}", ws[:, i + 1], noise(i + 1))

@@ -52,9 +52,10 @@ class StyleGANGenerator(GeneratorBase):
 
     Previews (:meth:`synthesis_at`): a StyleGAN2 stops after the block of the asked resolution and returns
     its skip image, exact and at a fraction of the cost; a StyleGAN3 (no skip images) renders at full size
-    and downsamples. Precision: the StyleGAN2 blocks the pickle marks for fp16 run in ``fp16_dtype``; None
-    (the default) means float16 on CUDA, as the original code runs them, and float32 elsewhere; set it to
-    a dtype to override (e.g. ``torch.bfloat16`` on the CPU, ``torch.float32`` on CUDA).
+    and downsamples. Precision: the StyleGAN2 blocks and StyleGAN3 layers the pickle marks for fp16 run in
+    ``fp16_dtype``; None (the default) means float16 on CUDA, as the original code runs them, and float32
+    elsewhere; set it to a dtype to override (e.g. ``torch.bfloat16`` on the CPU, ``torch.float32`` on
+    CUDA). Gradient paths (:meth:`differentiable_synthesis`, :meth:`feature_fn`) stay float32.
     """
 
     spaces: tuple[str, ...] = ("z", "w", "w+", "s")
@@ -214,9 +215,8 @@ class StyleGANGenerator(GeneratorBase):
         return self.synthesis_at(ws, None, noise_mode)
 
     def half_dtype(self) -> torch.dtype | None:
-        """The dtype the fp16-flagged StyleGAN2 blocks run in now (None: float32; see the class)."""
-        if self.family != "stylegan2":
-            return None
+        """The dtype the fp16-flagged StyleGAN2 blocks / StyleGAN3 layers run in now (None: float32; see
+        the class)."""
         if self.fp16_dtype is not None:
             return None if self.fp16_dtype == torch.float32 else self.fp16_dtype
         return torch.float16 if self.device.type == "cuda" else None
@@ -235,11 +235,11 @@ class StyleGANGenerator(GeneratorBase):
 
         self.check_noise_mode(noise_mode)
         ws = self._prepare_ws(ws)
-        kw: dict[str, Any] = {}
+        kw: dict[str, Any] = {"fp16_dtype": self.half_dtype()}
         side = self.img_resolution
         if self.family == "stylegan2":
             side = self.network.synthesis.stop_resolution(resolution)
-            kw = {"max_resolution": side, "fp16_dtype": self.half_dtype()}
+            kw["max_resolution"] = side
         out = [
             downsample(
                 self.network.synthesis(ws[i : i + self.max_batch], noise_mode=noise_mode, **kw), resolution
@@ -280,19 +280,19 @@ class StyleGANGenerator(GeneratorBase):
         self, styles: torch.Tensor, resolution: int | None = None, noise_mode: str = "const"
     ) -> torch.Tensor:
         """Style codes S (N, style_dim) -> images (N, C, r, r), as :meth:`synthesis_at` renders ws (a
-        StyleGAN2 stops early and runs its fp16 blocks in :meth:`half_dtype`); ``synthesis_at(ws)`` equals
-        ``synthesis_from_styles_at(styles(ws))`` up to float rounding."""
+        StyleGAN2 stops early; the fp16-flagged blocks or layers run in :meth:`half_dtype`);
+        ``synthesis_at(ws)`` equals ``synthesis_from_styles_at(styles(ws))`` up to float rounding."""
         from sfvq.generators.base import downsample, preview_size
 
         self.check_noise_mode(noise_mode)
         styles = self._as_tensor(styles, "styles").to(torch.float32)
         if styles.ndim != 2 or styles.shape[1] != self.style_dim:
             raise ValueError(f"style codes must have shape (N, {self.style_dim}), got {tuple(styles.shape)}")
-        kw: dict[str, Any] = {}
+        kw: dict[str, Any] = {"fp16_dtype": self.half_dtype()}
         side = self.img_resolution
         if self.family == "stylegan2":
             side = self.network.synthesis.stop_resolution(resolution)
-            kw = {"max_resolution": side, "fp16_dtype": self.half_dtype()}
+            kw["max_resolution"] = side
         syn = self.network.synthesis
         out = [
             downsample(

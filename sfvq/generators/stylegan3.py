@@ -1,11 +1,16 @@
-"""Clean-room StyleGAN3 generator (configs T and R) in plain torch, fp32.
+"""Clean-room StyleGAN3 generator (configs T and R) in plain torch.
 
 Written from ``shared/docs/stylegan-pkl-format.md`` (§5, §6.1, §6.2, §6.4); no NVIDIA code is used,
 copied or imported. The network is rebuilt from G_ema's constructor kwargs (``init_kwargs``, flattened
 synthesis kwargs as the StyleGAN3 repo stores them) and filled from a state dict with the official key
 names (``mapping.fc0.weight``, ``synthesis.L3_36_512.up_filter``, ...). Filters are read from the state
 dict's buffers, not redesigned. Only the reference maths is implemented: filtered leaky ReLU is
-zero-insertion upsampling + FIR via depthwise ``conv2d``, no custom kernels, no fp16.
+zero-insertion upsampling + FIR via depthwise ``conv2d``, no custom kernels. Float32, except that the
+layers a pickle marks for fp16 (those whose output sampling rate is among its ``num_fp16_res`` highest) can
+run in a reduced-precision dtype given to :meth:`StyleGAN3Synthesis.forward` (the adapter passes float16 on
+CUDA, as the original code does there): their modulated convolution computes in that dtype (styles,
+demodulation and input gain in float32), their filtered leaky ReLU reads and writes it but computes in
+float32, and conv_clamp applies as in float32.
 
 Entry point: :func:`build_stylegan3`. The returned :class:`StyleGAN3Generator` has submodules
 ``mapping`` and ``synthesis`` that are callable as ``G.mapping(z, c, truncation_psi, truncation_cutoff)``
@@ -14,6 +19,7 @@ and ``G.synthesis(ws, noise_mode)``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -66,8 +72,12 @@ _SYNTHESIS_DEFAULTS: dict[str, Any] = {
     "use_radial_filters": False,
     "conv_clamp": 256,
 }
-# Accepted but irrelevant for fp32 inference (training statistics, GPU fp16 switches).
-_IGNORED_SYNTHESIS_KWARGS = ("num_fp16_res", "magnitude_ema_beta", "use_fp16")
+# Accepted but irrelevant for inference (a training statistic; the per-layer fp16 switch, which
+# num_fp16_res decides, see StyleGAN3Config.use_fp16).
+_IGNORED_SYNTHESIS_KWARGS = ("magnitude_ema_beta", "use_fp16")
+# num_fp16_res (absent: 0, float32 everywhere, the reference results, as for StyleGAN2 here) is capped at
+# this in StyleGAN3Config.use_fp16: 2**64 times any sampling rate exceeds any resolution (every layer).
+_MAX_FP16_RES = 64
 
 _MAPPING_DEFAULTS: dict[str, Any] = {"num_layers": 2, "lr_multiplier": 0.01, "w_avg_beta": 0.998}
 # Keys the Generator passes to the mapping network itself; harmless if repeated in mapping_kwargs.
@@ -141,11 +151,17 @@ class StyleGAN3Config:
     output_scale: float
     input: StyleGAN3InputSpec
     layers: tuple[StyleGAN3LayerSpec, ...]
+    num_fp16_res: int = 0
 
     @property
     def layer_names(self) -> tuple[str, ...]:
         """Synthesis layer names in execution order, e.g. ``("L0_36_512", ..., "L14_1024_3")``."""
         return tuple(spec.name for spec in self.layers)
+
+    def use_fp16(self, spec: StyleGAN3LayerSpec) -> bool:
+        """Whether the pickle marks layer ``spec`` for fp16: its output sampling rate is one of the
+        ``num_fp16_res`` highest, i.e. ``out_sampling_rate * 2**num_fp16_res > img_resolution``."""
+        return spec.out_sampling_rate * 2 ** min(self.num_fp16_res, _MAX_FP16_RES) > self.img_resolution
 
 
 _MAX_INT = 2**31 - 1  # largest dimension, channel count or size an init kwarg may give
@@ -218,7 +234,7 @@ def resolve_stylegan3_config(
     if not isinstance(mapping_kwargs, Mapping):
         raise GeneratorError(f"StyleGAN3 mapping_kwargs must be a dict, got {brief(mapping_kwargs)}")
 
-    known = set(_REQUIRED_KWARGS) | set(_SYNTHESIS_DEFAULTS) | set(_IGNORED_SYNTHESIS_KWARGS)
+    known = {*_REQUIRED_KWARGS, *_SYNTHESIS_DEFAULTS, *_IGNORED_SYNTHESIS_KWARGS, "num_fp16_res"}
     unknown = sorted(str(k) for k in kwargs if k not in known)
     if unknown:
         raise GeneratorError(f"unsupported StyleGAN3 init kwargs: {brief_text(', '.join(unknown))}")
@@ -253,6 +269,7 @@ def resolve_stylegan3_config(
     lrelu_upsampling = _as_int("lrelu_upsampling", syn["lrelu_upsampling"], minimum=1)
     use_radial = bool(syn["use_radial_filters"])
     conv_clamp = None if syn["conv_clamp"] is None else _as_float("conv_clamp", syn["conv_clamp"])
+    num_fp16_res = _as_int("num_fp16_res", kwargs.get("num_fp16_res", 0))
 
     mk = {**_MAPPING_DEFAULTS, **{k: v for k, v in mapping_kwargs.items() if k in _MAPPING_DEFAULTS}}
     mapping_layers = _as_int("mapping_kwargs.num_layers", mk["num_layers"], minimum=1)
@@ -267,7 +284,7 @@ def resolve_stylegan3_config(
                     "of the file can fill"
                 )
     try:
-        return _resolve_schedule(
+        cfg = _resolve_schedule(
             z_dim=z_dim,
             c_dim=c_dim,
             w_dim=w_dim,
@@ -295,6 +312,7 @@ def resolve_stylegan3_config(
         raise GeneratorError(
             f"StyleGAN3 kwargs give an impossible layer schedule ({brief_text(str(e), 120)})"
         ) from e
+    return dataclasses.replace(cfg, num_fp16_res=num_fp16_res)
 
 
 def _resolve_schedule(
@@ -467,6 +485,53 @@ def _modulated_conv2d(
     return outs[0] if n == 1 else torch.cat(outs)
 
 
+def _modulated_conv2d_reduced(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    demodulate: bool,
+    input_gain: torch.Tensor,
+) -> torch.Tensor:
+    """:func:`_modulated_conv2d` of x (N, I, H, W) in its reduced dtype (float16, bfloat16) without overflow.
+
+    weight (O, I, k, k) and styles (N, I) are float32, and so is every coefficient (normalisation,
+    demodulation, input gain); only the convolution runs in x's dtype -> (N, O, H+k-1, W+k-1) in it.
+    One sample: the modulated, demodulated weight (rows of norm ``input_gain``) is cast and convolved, as
+    the original's fp16 path does. A batch (shared-weight form): styles and weight are first scaled to a
+    largest magnitude of 1 and 1/sqrt(I k k), so that the conv of inputs within conv_clamp stays far below
+    the float16 maximum; the output is then scaled back by float32 per-(sample, channel) coefficients that
+    undo those scales and hold the demodulation and input gain.
+    """
+    n, i_ch, h, w = x.shape
+    o_ch, _, kh, kw = weight.shape
+    dtype = x.dtype
+    if demodulate:
+        weight = weight * weight.square().mean(dim=[1, 2, 3], keepdim=True).rsqrt()  # (O, I, k, k)
+        styles = styles * styles.square().mean().rsqrt()  # (N, I)
+    if kh > 1 and h * w >= _CHANNELS_LAST_MIN_PIXELS and x.device.type == "cpu":
+        x = x.contiguous(memory_format=torch.channels_last)
+    pad = (kh - 1, kw - 1)
+    if SHARED_WEIGHT_BATCHES and n > 1:
+        s_peak = styles.abs().amax(dim=1, keepdim=True)  # (N, 1)
+        s_peak = torch.where(s_peak > 0, s_peak, torch.ones_like(s_peak))  # an all-zero row stays zero
+        w_peak = weight.abs().amax(dim=[1, 2, 3])  # (O,)
+        w_peak = torch.where(w_peak > 0, w_peak, torch.ones_like(w_peak))
+        w_scale = 1 / math.sqrt(i_ch * kh * kw) / w_peak  # (O,)
+        xs = x * (styles / s_peak).to(dtype).reshape(n, i_ch, 1, 1)  # (N, I, H, W), |styles| <= 1
+        y = F.conv2d(xs, (weight * w_scale.reshape(o_ch, 1, 1, 1)).to(dtype), padding=pad)  # (N, O, H', W')
+        coefs = s_peak / w_scale.reshape(1, o_ch) * input_gain  # (N, O): undoes both scales
+        if demodulate:
+            coefs = coefs * (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()
+        return y.mul_(coefs.to(dtype).reshape(n, o_ch, 1, 1))
+    outs = []
+    for k in range(n):
+        wts = weight * styles[k].reshape(1, i_ch, 1, 1)  # (O, I, k, k) float32
+        if demodulate:
+            wts = wts * (wts.square().sum(dim=[1, 2, 3], keepdim=True) + 1e-8).rsqrt()
+        outs.append(F.conv2d(x[k : k + 1], (wts * input_gain).to(dtype), padding=pad))  # (1, O, H', W')
+    return outs[0] if n == 1 else torch.cat(outs)
+
+
 def _filtered_lrelu(
     x: torch.Tensor,
     bias: torch.Tensor,
@@ -483,14 +548,19 @@ def _filtered_lrelu(
 
     Without gradients the whole chain runs chunk by chunk of output rows: only the rows of the
     up-sampled image that a chunk needs exist at any time (never the whole up² times larger image).
+    The maths is float32 for a reduced-precision x (float64 stays float64); the result comes back in x's
+    dtype (a reduced-precision layer reads and writes float16 or bfloat16, as the original's fp16 kernel
+    does).
     """
+    out_dtype = x.dtype
+    compute = torch.promote_types(x.dtype, torch.float32)  # float16, bfloat16 -> float32
     ones = torch.ones(1)
     up_taps = separable_taps(up_filter if up_filter is not None else ones)
     if (torch.is_grad_enabled() and x.requires_grad) or up_taps is None:
-        x = x + bias.reshape(1, -1, 1, 1)
+        x = x.to(compute) + bias.reshape(1, -1, 1, 1)
         x = _upfirdn2d(x, up_filter, up=up, padding=padding, gain=float(up * up))
         x = _lrelu_gain_clamp(x, slope, gain, clamp)
-        return _upfirdn2d(x, down_filter, down=down)
+        return _upfirdn2d(x, down_filter, down=down).to(out_dtype)
     fd = down_filter if down_filter is not None else ones
     down_taps = separable_taps(fd)
     n, c, h, w = x.shape
@@ -501,8 +571,10 @@ def _filtered_lrelu(
     td_h = fd.shape[0]
     h_out = (th_mid - td_h) // down + 1
     w_out = (tw_mid - (fd.shape[-1] if fd.ndim == 2 else td_h)) // down + 1
-    x = x + bias.reshape(1, -1, 1, 1)  # (N, C, H, W)
-    out = _fir._empty(x, (n, c, h_out, w_out))  # x's layout (channels-last for large images)
+    x_in = x
+    x = x.to(compute) + bias.reshape(1, -1, 1, 1)  # (N, C, H, W) float32 (or float64)
+    # x's layout (channels-last for large images) and the output dtype
+    out = _fir._empty(x if x.dtype == out_dtype else x_in, (n, c, h_out, w_out))
     # A chunk: one image's output rows behind about CHUNK_BYTES of up-sampled rows (cache-sized; measured
     # faster than fewer, larger chunks despite the rows recomputed at chunk edges), image by image.
     per_row = c * tw_mid * x.element_size() * down  # bytes of one image's up-sampled rows per output row
@@ -525,7 +597,10 @@ def _filtered_lrelu(
                     out[k : k + 1, :, a:b] = F.conv2d(mid, kernel, stride=down, groups=c)
                 else:
                     mid = fir1d(mid, down_taps[1], -1, down=down)  # (1, C, m1 - m0, w_out)
-                    fir1d(mid, down_taps[0], -2, down=down, out=out[k : k + 1, :, a:b])
+                    if out.dtype == mid.dtype:
+                        fir1d(mid, down_taps[0], -2, down=down, out=out[k : k + 1, :, a:b])
+                    else:  # sums in float32, rounded once into the reduced-precision output
+                        out[k : k + 1, :, a:b] = fir1d(mid, down_taps[0], -2, down=down)
     return out
 
 
@@ -694,9 +769,10 @@ class _SynthesisInput(nn.Module):
 class _SynthesisLayer(nn.Module):
     """Modulated conv + filtered leaky ReLU (or the final ToRGB layer)."""
 
-    def __init__(self, w_dim: int, spec: StyleGAN3LayerSpec):
+    def __init__(self, w_dim: int, spec: StyleGAN3LayerSpec, use_fp16: bool = False):
         super().__init__()
         self.spec = spec
+        self.use_fp16 = use_fp16  # the pickle's flag: may run in reduced precision (see the synthesis)
         self.affine = _FullyConnected(w_dim, spec.in_channels)
         k = spec.conv_kernel
         self.weight = nn.Parameter(torch.zeros(spec.out_channels, spec.in_channels, k, k))
@@ -709,17 +785,26 @@ class _SynthesisLayer(nn.Module):
         else:
             self.register_buffer("down_filter", None)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """x (N, I, in_h, in_w), w (N, W) -> (N, O, out_h, out_w)."""
-        return self.forward_styles(x, self.affine(w))
+    def forward(self, x: torch.Tensor, w: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """x (N, I, in_h, in_w), w (N, W) -> (N, O, out_h, out_w), computed and returned in ``dtype``
+        (float32, or a reduced precision for the reduced-precision maths of :func:`_modulated_conv2d_reduced`
+        and :func:`_filtered_lrelu`)."""
+        return self.forward_styles(x, self.affine(w), dtype)
 
-    def forward_styles(self, x: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward` from the layer's style code ``affine(w)`` (N, I) (StyleSpace)."""
+    def forward_styles(
+        self, x: torch.Tensor, styles: torch.Tensor, dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
+        """:meth:`forward` from the layer's style code ``affine(w)`` (N, I) (StyleSpace), float32."""
         spec = self.spec
         if spec.is_torgb:
             styles = styles * (1 / math.sqrt(spec.in_channels * spec.conv_kernel**2))
         input_gain = self.magnitude_ema.rsqrt()
-        x = _modulated_conv2d(x, self.weight, styles, demodulate=not spec.is_torgb, input_gain=input_gain)
+        conv = _modulated_conv2d
+        if dtype != torch.float32:
+            conv, x = _modulated_conv2d_reduced, x.to(dtype)
+        elif x.dtype in (torch.float16, torch.bfloat16):  # a float32 layer after reduced-precision ones
+            x = x.to(torch.float32)
+        x = conv(x, self.weight, styles, demodulate=not spec.is_torgb, input_gain=input_gain)
         x = _filtered_lrelu(
             x,
             self.bias,
@@ -749,10 +834,20 @@ class StyleGAN3Synthesis(nn.Module):
         self.layer_names = list(cfg.layer_names)
         self.input = _SynthesisInput(cfg.w_dim, cfg.input)
         for spec in cfg.layers:
-            setattr(self, spec.name, _SynthesisLayer(cfg.w_dim, spec))
+            setattr(self, spec.name, _SynthesisLayer(cfg.w_dim, spec, use_fp16=cfg.use_fp16(spec)))
 
-    def forward(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
-        """Run all layers; ``noise_mode`` is validated but has no effect (StyleGAN3 has no noise)."""
+    def layers(self) -> list[_SynthesisLayer]:
+        """The synthesis layers in execution order (after the input)."""
+        return [getattr(self, name) for name in self.layer_names]
+
+    def forward(
+        self, ws: torch.Tensor, noise_mode: str = "const", fp16_dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
+        """Run all layers; ``noise_mode`` is validated but has no effect (StyleGAN3 has no noise).
+
+        ``fp16_dtype``: the dtype of the layers flagged ``use_fp16`` (None: float32 everywhere); the
+        input layer and the output are float32 always.
+        """
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
         ws = torch.as_tensor(ws, dtype=torch.float32, device=self.input.weight.device)
@@ -760,9 +855,13 @@ class StyleGAN3Synthesis(nn.Module):
             raise ValueError(f"expected ws of shape (N, {self.num_ws}, {self.w_dim}), got {tuple(ws.shape)}")
         w_list = ws.unbind(dim=1)  # num_ws x (N, W)
         x = self.input(w_list[0])  # (N, C0, H0, W0)
-        for name, w in zip(self.layer_names, w_list[1:], strict=True):
-            x = getattr(self, name)(x, w)
-        return (x * self.output_scale).to(torch.float32)  # (N, img_channels, R, R)
+        for layer, w in zip(self.layers(), w_list[1:], strict=True):
+            x = layer(x, w, self._dtype(layer, fp16_dtype))
+        return x.to(torch.float32) * self.output_scale  # (N, img_channels, R, R)
+
+    @staticmethod
+    def _dtype(layer: _SynthesisLayer, fp16_dtype: torch.dtype | None) -> torch.dtype:
+        return fp16_dtype if layer.use_fp16 and fp16_dtype is not None else torch.float32
 
     def style_layers(self) -> list[tuple[str, int, int]]:
         """StyleSpace layout: ``(name, ws_index, channels)`` of every affine, in execution order: ``input``
@@ -779,9 +878,11 @@ class StyleGAN3Synthesis(nn.Module):
         modules = [self.input, *(getattr(self, name) for name in self.layer_names)]
         return torch.cat([m.affine(ws[:, i]) for i, m in enumerate(modules)], dim=1)  # (N, S)
 
-    def forward_styles(self, styles: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+    def forward_styles(
+        self, styles: torch.Tensor, noise_mode: str = "const", fp16_dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
         """:meth:`forward` from style codes S (N, sum of channels) laid out as :meth:`styles` gives them:
-        exactly the image of ws where ``styles = self.styles(ws)``."""
+        exactly the image of ws where ``styles = self.styles(ws)`` (``fp16_dtype`` as there)."""
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
         dims = [ch for _, _, ch in self.style_layers()]
@@ -790,9 +891,9 @@ class StyleGAN3Synthesis(nn.Module):
             raise ValueError(f"style codes must have shape (N, {sum(dims)}), got {tuple(styles.shape)}")
         chunks = styles.split(dims, dim=1)  # (N, I) per style layer
         x = self.input.forward_styles(chunks[0])  # (N, C0, H0, W0)
-        for name, s in zip(self.layer_names, chunks[1:], strict=True):
-            x = getattr(self, name).forward_styles(x, s)
-        return (x * self.output_scale).to(torch.float32)  # (N, img_channels, R, R)
+        for layer, s in zip(self.layers(), chunks[1:], strict=True):
+            x = layer.forward_styles(x, s, self._dtype(layer, fp16_dtype))
+        return x.to(torch.float32) * self.output_scale  # (N, img_channels, R, R)
 
 
 class StyleGAN3Generator(nn.Module):

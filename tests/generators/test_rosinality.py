@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from sfvq.generators.base import Generator, GeneratorError
+from sfvq.generators.base import Generator, GeneratorError, downsample
 from sfvq.generators.rosinality import RosinalityGenerator, infer_rosinality_config, load_rosinality
 
 LR_MLP = 0.01
@@ -332,6 +333,104 @@ def test_latent_avg_estimated_when_absent(tmp_path: Path, small_ckpt: tuple) -> 
     ind = g.mapping(torch.randn(4096, 64, generator=torch.Generator().manual_seed(123)))[:, 0].mean(0)
     spread = g.mapping(torch.randn(256, 64))[:, 0].std(0)
     assert ((w0[0, 0] - ind).abs() < 0.15 * spread + 1e-6).all()
+
+
+# ------------------------------------------------------------------------------ previews
+
+
+def _skip_images(
+    g: RosinalityGenerator, ws: torch.Tensor, noise_mode: str = "const"
+) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """One full synthesis pass with a hook on every toRGB: the full image and the skip image after every
+    block (the upsampled, summed toRGB outputs so far), by resolution."""
+    inner: dict[int, torch.Tensor] = {}
+    to_rgb = g._to_rgb
+
+    def rgb_hook(x, prefix, *args, **kwargs):
+        out = to_rgb(x, prefix, *args, **kwargs)  # (N, 3, R, R)
+        inner[out.shape[-1]] = out.clone()
+        return out
+
+    g._to_rgb = rgb_hook  # an instance attribute shadows the method
+    try:
+        full = g.synthesis(ws, noise_mode=noise_mode)
+    finally:
+        del g._to_rgb
+    return full, inner
+
+
+def test_preview_is_the_full_pass_skip_image(small_gen: RosinalityGenerator, small_ckpt: tuple) -> None:
+    g = small_gen
+    ws = g.mapping(torch.randn(3, 64, generator=torch.Generator().manual_seed(21)))
+    full, inner = _skip_images(g, ws)
+    assert sorted(inner) == [4, 8, 16, 32] and torch.equal(inner[32], full)
+    for r in (4, 8, 16):
+        got = g.synthesis_at(ws, r)
+        assert got.shape == (3, 3, r, r) and got.dtype == torch.float32
+        torch.testing.assert_close(got, inner[r], rtol=0, atol=0)  # exact: the same ops, stopped early
+    torch.testing.assert_close(g.synthesis_at(ws, None), full, rtol=0, atol=0)
+    torch.testing.assert_close(g.synthesis_at(ws, 64), full, rtol=0, atol=0)  # never larger
+    # Independently of the adapter's code: the float64 reference run for one block fewer.
+    ref = _ref_synthesis(small_ckpt[1], ws[1], n_blocks=2)  # (3, 16, 16)
+    got = g.synthesis_at(ws[1:2], 16)[0].double()
+    assert (got - ref).abs().max().item() < 1e-4 * max(1.0, ref.abs().max().item())
+    # The skip image is not the full image shrunk (what render-and-downsample would give).
+    assert (inner[16] - F.avg_pool2d(full, 2)).abs().max().item() > 1e-3
+
+
+def test_preview_stops_after_the_asked_block(small_gen: RosinalityGenerator) -> None:
+    g = small_gen
+    ws = g.mapping(torch.randn(1, 64, generator=torch.Generator().manual_seed(22)))
+    ran: list[str] = []
+    styled, to_rgb = g._styled, g._to_rgb
+    g._styled = lambda x, prefix, *a, **k: ran.append(prefix) or styled(x, prefix, *a, **k)
+    g._to_rgb = lambda x, prefix, *a, **k: ran.append(prefix) or to_rgb(x, prefix, *a, **k)
+    try:
+        g.synthesis_at(ws, 8)
+    finally:
+        del g._styled, g._to_rgb
+    assert ran == ["conv1", "to_rgb1", "convs.0", "convs.1", "to_rgbs.0"]
+    assert g.block_resolutions == (4, 8, 16, 32)
+    assert [g.stop_resolution(r) for r in (None, 1, 4, 5, 8, 12, 32, 100)] == [32, 4, 4, 8, 8, 16, 32, 32]
+    with pytest.raises(ValueError, match=">= 1 px"):
+        g.synthesis_at(ws, 0)
+
+
+def test_preview_between_blocks_shrinks_the_next_block(small_gen: RosinalityGenerator) -> None:
+    g = small_gen
+    ws = g.mapping(torch.randn(2, 64, generator=torch.Generator().manual_seed(23)))
+    _, inner = _skip_images(g, ws)
+    got = g.synthesis_at(ws, 12)  # no 12 px block: the 16 px skip image, shrunk
+    assert got.shape == (2, 3, 12, 12)
+    torch.testing.assert_close(got, downsample(inner[16], 12), rtol=0, atol=0)
+    torch.testing.assert_close(g.synthesis_at(ws, 2), F.avg_pool2d(inner[4], 2), rtol=0, atol=0)
+    assert g.synthesis_at(ws[:0], 16).shape == (0, 3, 16, 16)
+
+
+@pytest.mark.parametrize("noise_mode", ["random", "none"])
+def test_preview_noise_modes_match_the_full_pass(small_gen: RosinalityGenerator, noise_mode: str) -> None:
+    g = small_gen
+    ws = g.mapping(torch.randn(2, 64, generator=torch.Generator().manual_seed(24)))
+    torch.manual_seed(5)
+    _, inner = _skip_images(g, ws, noise_mode)
+    torch.manual_seed(5)  # 'random' draws the same noise for the blocks before the stop
+    torch.testing.assert_close(g.synthesis_at(ws, 8, noise_mode=noise_mode), inner[8], rtol=0, atol=0)
+
+
+def test_feature_space_preview_renders_the_same_way(small_gen: RosinalityGenerator) -> None:
+    from sfvq.spaces import LatentSpace
+
+    g = small_gen
+    ws = g.mapping(torch.randn(2, 64, generator=torch.Generator().manual_seed(25)))
+    want = g.synthesis_at(ws, 16)
+    torch.testing.assert_close(g.render_features_at("w", ws, resolution=16), want, rtol=0, atol=0)
+    torch.testing.assert_close(g.render_features_at("w", ws), g.synthesis(ws), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="unknown layer"):
+        g.render_features_at("b8", ws, resolution=16)
+    with pytest.raises(ValueError, match="unconditional"):
+        g.render_features_at("w", ws, torch.ones(2, 3), resolution=16)
+    sp = LatentSpace(g, "w")
+    torch.testing.assert_close(sp.render_full(ws, resolution=16), want, rtol=0, atol=0)
 
 
 # ------------------------------------------------------------------------------ checkpoint variants
