@@ -47,13 +47,27 @@ instead of ``G (G + 1) / 2``). ``exact`` renders every range. ``layer_share`` is
 ``kept`` and ``layer_outside`` its ``outside``, both measured. (Predicting a range's change as the sum of
 its layers' changes, rendering each layer alone, was tried and dropped: on builtin:avatars-sg2 at 3 stds
 the prediction was off so far that the measured best range was missed for 58 of 63 segments.)
+
+``criterion`` ``purity`` (an option; ``pixels``, the above, is the default) chooses the range by what
+the edit changes instead of how many pixels: each range is rendered at ``+step`` and ``-step``, a
+*group-shift* function turns the pair into one non-negative shift per group of effects (by default from
+the scorer: ``sum |effects[name]| / scale`` over the names of a group, a name's group being its part
+before ``=``, so ``mouth=smile`` and ``mouth=frown`` form ``mouth``), each group's shift is divided by
+an optional weight (e.g. the shift random directions make in it), and ``purity(r)`` is the largest
+group's share of the sum. Among the ranges whose largest group moves by at least ``min_shift`` (raw
+units; the full range always qualifies) the purest wins, with the same tolerance and fewest-layers
+preference. Why: on builtin:avatars-sg2 the largest pixel change of a W edit (background, skin) sits on
+the coarse and middle layers, so the pixel criterion never keeps only the fine layers where the
+purest (smaller) edits are; purity asks for the range that changes one thing. ``layer_share`` and
+``layer_outside`` are still measured (from the range's ``+step`` render) and ``layer_purity`` holds
+the chosen range's purity.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +92,8 @@ CHUNK = 16  # segments annotated together (their renders batched; bounds the cha
 SUMMARY_TOP = 3
 SUMMARY_MIN = 0.02
 SEARCHES = ("shrink", "exact")
+CRITERIA = ("pixels", "purity")  # how a layer range is chosen (module docstring, (c))
+MIN_SHIFT = 0.1  # purity criterion: the largest group's raw shift a range must reach (unless full)
 HEAT_MIN_SIDE = 96  # px: small heat maps are upscaled (nearest) to at least this
 
 
@@ -209,6 +225,39 @@ def choose_range(
     return min(near, key=lambda i: (sizes[i], -score[i], ranges[i][0]))
 
 
+def range_purity(shifts: Any, weights: Any = None) -> tuple[float, int]:
+    """(purity, main group) of one range's group shifts (G,): the largest of ``shifts / weights`` as a
+    share of their sum (0 when nothing moves). ``weights`` (G,), e.g. chance shifts, default 1."""
+    x = np.abs(np.asarray(shifts, dtype=np.float64))  # (G,)
+    if weights is not None:
+        x = x / np.maximum(np.asarray(weights, dtype=np.float64), 1e-12)
+    total = float(x.sum())
+    main = int(x.argmax()) if x.size else 0
+    return (float(x[main]) / total if total > 0 else 0.0), main
+
+
+def choose_range_by_purity(
+    ranges: Sequence[tuple[int, int]],
+    purity: Sequence[float],
+    main_shift: Sequence[float],
+    sizes: Sequence[int] | None = None,
+    min_shift: float = MIN_SHIFT,
+    full: tuple[int, int] | None = None,
+    tolerance: float = TIE_TOLERANCE,
+) -> int:
+    """Index of the range the ``purity`` criterion picks (module docstring, (c)): among ranges whose main
+    group's raw shift is at least ``min_shift`` (``full``, the full range, always qualifies), those within
+    ``tolerance`` of the best purity; of these the fewest layers, then the purest, then the earliest.
+    Raises when none qualifies."""
+    sizes = [r[1] - r[0] for r in ranges] if sizes is None else list(sizes)
+    ok = [i for i, r in enumerate(ranges) if main_shift[i] >= min_shift or r == full]
+    if not ok:
+        raise AnnotationError(f"no layer range moves any group of effects by {min_shift}")
+    best = max(purity[i] for i in ok)
+    near = [i for i in ok if purity[i] >= best - tolerance]
+    return min(near, key=lambda i: (sizes[i], -purity[i], ranges[i][0]))
+
+
 # ---------------------------------------------------------------------------------------------- one direction
 @dataclass
 class DirectionAnnotation:
@@ -221,6 +270,7 @@ class DirectionAnnotation:
     layers: tuple[int, int] | None
     layer_share: float | None
     layer_outside: float | None
+    layer_purity: float | None = None  # the chosen range's purity (criterion "purity" only)
 
 
 class Renderer:
@@ -236,9 +286,23 @@ class Renderer:
         resolution: int | None = DEFAULT_RESOLUTION,
         batch_size: int = 64,
         max_groups: int = MAX_GROUPS,
+        criterion: str = "pixels",
+        group_shifts: Callable[[torch.Tensor, torch.Tensor], Any] | None = None,
+        min_shift: float = MIN_SHIFT,
     ) -> None:
+        """``criterion`` chooses layer ranges by ``pixels`` or ``purity`` (module docstring, (c));
+        ``group_shifts(plus, minus)`` (images (S, C, H, W) at +-step -> (G,) non-negative shifts) feeds
+        the purity criterion (default: the scorer's effects grouped by name, :meth:`scorer_group_shifts`)."""
         if search not in SEARCHES:
             raise AnnotationError(f"search must be one of {SEARCHES}, got {search!r}")
+        if criterion not in CRITERIA:
+            raise AnnotationError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+        if criterion == "purity" and group_shifts is None and scorer is None:
+            raise AnnotationError("the purity criterion needs a scorer (or a group_shifts function)")
+        if not min_shift >= 0:
+            raise AnnotationError(f"min_shift must be >= 0, got {min_shift}")
+        self.criterion, self.min_shift = criterion, float(min_shift)
+        self.group_shifts = group_shifts or self.scorer_group_shifts
         if not seeds:
             raise AnnotationError("give at least one seed")
         self.space, self.seeds, self.scorer, self.search = space, list(seeds), scorer, search
@@ -294,10 +358,16 @@ class Renderer:
         return self.annotate_many([vector], [step], effects=effects)[0]
 
     def annotate_many(
-        self, vectors: Sequence[torch.Tensor], steps: Sequence[float], *, effects: bool = True
+        self,
+        vectors: Sequence[torch.Tensor],
+        steps: Sequence[float],
+        *,
+        effects: bool = True,
+        weights: Any = None,
     ) -> list[DirectionAnnotation]:
         """:meth:`annotate` for several directions at once: each round of renders (the full edits, then
-        each step of the layer search) is one batch of columns for all of them."""
+        each step of the layer search) is one batch of columns for all of them. ``weights`` (G,) divide
+        the group shifts of the purity criterion (ignored by the pixel criterion)."""
         vs = [torch.as_tensor(v, dtype=torch.float32).reshape(-1) for v in vectors]
         M, G = len(vs), self.groups
         if M == 0:
@@ -321,6 +391,9 @@ class Renderer:
                 search[m] = ((plus - self.base).double(), R if bool(R.any()) else torch.ones_like(R))
             outs.append(out)
         full_range = (0, len(G))
+        if self.criterion == "purity":
+            self._search_purity(vs, steps, cols, search, outs, weights)
+            return outs
         fits = {m: {full_range: range_fit(D, D, R)} for m, (D, R) in search.items()}
 
         def measure(requests: list[tuple[int, tuple[int, int]]]) -> None:
@@ -357,6 +430,89 @@ class Renderer:
             o = outs[m]
             o.layers, (o.layer_share, o.layer_outside) = self._layers(ranges[pick]), fits[m][ranges[pick]]
         return outs
+
+    def _search_purity(
+        self,
+        vs: list[torch.Tensor],
+        steps: Sequence[float],
+        cols: torch.Tensor,
+        search: dict[int, tuple[torch.Tensor, torch.Tensor]],
+        outs: list[DirectionAnnotation],
+        weights: Any,
+    ) -> None:
+        """The layer search of the ``purity`` criterion (module docstring, (c)) for the directions in
+        ``search``; ``cols`` (S, 2M, C, H, W) are their full edits at +step, -step. Sets ``outs``' ranges."""
+        full_range = (0, len(self.groups))
+        # m -> range -> (purity, main group's raw shift, kept, outside)
+        fits: dict[int, dict[tuple[int, int], tuple[float, float, float, float]]] = {}
+
+        def fit(m: int, plus: torch.Tensor, minus: torch.Tensor) -> tuple[float, float, float, float]:
+            D, R = search[m]
+            shifts = np.abs(np.asarray(self.group_shifts(plus, minus), dtype=np.float64))  # (G,)
+            pur, main = range_purity(shifts, weights)
+            kept, outside = range_fit(D, (plus - self.base).double(), R)
+            return pur, float(shifts[main]) if shifts.size else 0.0, kept, outside
+
+        for m in search:
+            fits[m] = {full_range: fit(m, cols[:, 2 * m], cols[:, 2 * m + 1])}
+
+        def measure(requests: list[tuple[int, tuple[int, int]]]) -> None:
+            """Render the (direction, range) pairs not measured yet at +-step, in batches of columns."""
+            todo = [(m, r) for m, r in dict.fromkeys(requests) if r not in fits[m]]
+            for k0 in range(0, len(todo), MAX_COLUMNS // 2):
+                part = todo[k0 : k0 + MAX_COLUMNS // 2]
+                rendered = self._render(
+                    [vs[m] for m, _ in part],
+                    [[steps[m], -steps[m]] for m, _ in part],
+                    [self._layers(r) for _, r in part],
+                )  # (S, len(part), 2, C, H, W)
+                for k, (m, r) in enumerate(part):
+                    fits[m][r] = fit(m, rendered[:, k, 0], rendered[:, k, 1])
+
+        def qualifies(m: int, r: tuple[int, int]) -> bool:
+            return fits[m][r][1] >= self.min_shift
+
+        if self.search == "exact":
+            measure([(m, r) for m in search for r in group_ranges(len(self.groups))])
+        else:  # shrink: drop one group from either end, moving to the purer range that still qualifies
+            cur = {m: full_range for m in search}
+            while cur:
+                cands = {m: [(r[0] + 1, r[1]), (r[0], r[1] - 1)] for m, r in cur.items() if r[1] - r[0] > 1}
+                measure([(m, c) for m, cs in cands.items() for c in cs])
+                cur = {}
+                for m, cs in cands.items():
+                    ok = [r for r in cs if qualifies(m, r)]
+                    if ok:
+                        cur[m] = max(ok, key=lambda r, f=fits[m]: f[r][0])
+        for m in search:
+            ranges = sorted(fits[m], key=lambda r: (r[1] - r[0], r[0]))
+            sizes = [self._layers(r)[1] - self._layers(r)[0] for r in ranges]
+            f = [fits[m][r] for r in ranges]
+            pick = choose_range_by_purity(
+                ranges, [x[0] for x in f], [x[1] for x in f], sizes, self.min_shift, full_range
+            )
+            o, chosen = outs[m], f[pick]
+            o.layers, o.layer_purity = self._layers(ranges[pick]), chosen[0]
+            o.layer_share, o.layer_outside = chosen[2], chosen[3]
+
+    def scorer_group_shifts(self, plus: torch.Tensor, minus: torch.Tensor) -> np.ndarray:
+        """Group shifts (G,) from the scorer (module docstring, (c)): ``sum |(score(plus) - score(minus)) /
+        2| / scale`` over the unpaired names of each group (a name's part before ``=``), groups in the
+        order their first name appears."""
+        from sfvq.scorers.interface import run_scorer
+
+        if self.scorer is None:
+            raise AnnotationError("the purity criterion needs a scorer (or a group_shifts function)")
+        S = plus.shape[0]
+        both = run_scorer(self.scorer, torch.cat([plus, minus]))  # {name: (2S,)}
+        scales = getattr(self.scorer, "scales", None) or {}
+        out: dict[str, float] = {}
+        for k, sc in both.items():
+            shift = ((sc[:S] - sc[S:]) / 2).double()  # (S,)
+            v = float(torch.nanmean(shift)) if bool(torch.isfinite(shift).any()) else 0.0
+            g = k.split("=", 1)[0]
+            out[g] = out.get(g, 0.0) + abs(v) / float(scales.get(k, 1.0) or 1.0)
+        return np.array(list(out.values()), dtype=np.float64)
 
     def _layers(self, r: tuple[int, int]) -> tuple[int, int]:
         """A range of groups -> a range of layers (start, stop_exclusive)."""

@@ -19,6 +19,7 @@ from sfvq.annotate import (  # noqa: E402
     annotate_run,
     auto_layers,
     choose_range,
+    choose_range_by_purity,
     connected_regions,
     default_sigma,
     heat_image,
@@ -26,6 +27,7 @@ from sfvq.annotate import (  # noqa: E402
     layer_groups,
     locality,
     range_fit,
+    range_purity,
     read_annotations,
     segment_annotation,
     summary_line,
@@ -386,3 +388,71 @@ def test_layer_choice_parsing():
     assert parse_layer_choice("4-7") == (4, 8) and parse_layer_choice("5") == (5, 6)
     with pytest.raises(ValueError, match="not a layer index"):
         parse_layer_choice("automatic")
+
+
+# ---------------------------------------------------------------------------------------- purity criterion
+
+
+def test_range_purity_and_choice_by_purity():
+    assert range_purity([0.0, 0.0]) == (0.0, 0)
+    assert range_purity([1.0, 3.0]) == (pytest.approx(0.75), 1)
+    # Weights (e.g. chance shifts) change which group is the main one.
+    assert range_purity([1.0, 3.0], [0.1, 3.0]) == (pytest.approx(10 / 11), 0)
+    ranges = [(0, 1), (1, 3), (0, 4)]
+    # The purest qualifying range wins; one that moves too little does not qualify.
+    assert choose_range_by_purity(ranges, [0.9, 0.8, 0.5], [0.05, 0.3, 0.6], min_shift=0.1) == 1
+    assert choose_range_by_purity(ranges, [0.9, 0.8, 0.5], [0.2, 0.3, 0.6], min_shift=0.1) == 0
+    # Within the tolerance, fewer layers win.
+    assert choose_range_by_purity(ranges, [0.89, 0.9, 0.5], [0.2, 0.3, 0.6], min_shift=0.1) == 0
+    # Nothing moves enough: only the full range qualifies.
+    assert choose_range_by_purity(ranges, [0.9, 0.8, 0.5], [0, 0, 0], min_shift=0.1, full=(0, 4)) == 2
+    with pytest.raises(AnnotationError):
+        choose_range_by_purity(ranges, [0.9, 0.8, 0.5], [0, 0, 0], min_shift=0.1)
+
+
+class RegionScorer:
+    """Reads the blob of :class:`LinearSpace` (two values of one factor) and its background."""
+
+    label = "regions"
+    names = ("blob=bright", "blob=dark", "bg")
+
+    def score(self, images):
+        blob = images[:, 0, 4:8, 9:13].mean(dim=(1, 2))
+        bg = (images[:, 0].sum(dim=(1, 2)) - blob * 16) / (256 - 16)
+        return {"blob=bright": blob, "blob=dark": -blob, "bg": bg}
+
+
+def test_purity_criterion_keeps_the_layers_that_change_one_thing():
+    """Layers 2-4 move the blob, layer 6 the background: the pixel criterion keeps 2-4 (where the image
+    changes), the purity criterion the fewest layers that move only the blob by at least min_shift."""
+    e0 = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    pixels = Renderer(LinearSpace(), [0, 1], scorer=RegionScorer(), search="exact").annotate(e0, 2.0)
+    assert pixels.layers == (2, 5) and pixels.layer_purity is None
+    # Blob shift per layer at +-2: |2 - (-2)| / 2 = 2 per value, 4 for the group (two values).
+    for min_shift, want in ((1.0, (2, 3)), (6.0, (2, 4)), (10.0, (2, 5)), (100.0, (0, 8))):
+        r = Renderer(LinearSpace(), [0, 1], scorer=RegionScorer(), search="exact", criterion="purity",
+                     min_shift=min_shift)  # fmt: skip
+        a = r.annotate(e0, 2.0)
+        assert a.layers == want, min_shift
+        assert a.layer_purity == pytest.approx(1.0 if want != (0, 8) else 12 / 12.4)
+        assert 0.0 < a.layer_share <= 1.0 + 1e-9
+    # Shrink renders fewer ranges and still ends on a range that moves only the blob.
+    r = Renderer(LinearSpace(), [0, 1], scorer=RegionScorer(), criterion="purity", min_shift=10.0)
+    a = r.annotate(e0, 2.0)
+    assert a.layer_purity == pytest.approx(1.0) and a.layers[0] >= 2 and a.layers[1] in (5, 6)
+    # A group-shift function replaces the scorer; weights divide its shifts.
+    bg_only = Renderer(
+        LinearSpace(), [0, 1], search="exact", criterion="purity", min_shift=0.1,
+        group_shifts=lambda p, m: RegionScorer().score(p)["bg"].sub(RegionScorer().score(m)["bg"])
+        .abs().mean().reshape(1).numpy(),
+    )  # fmt: skip
+    assert bg_only.annotate(e0, 2.0).layers == (6, 7)
+
+
+def test_purity_criterion_refuses_bad_settings():
+    with pytest.raises(AnnotationError, match="criterion"):
+        Renderer(LinearSpace(), [0], criterion="colour")
+    with pytest.raises(AnnotationError, match="scorer"):
+        Renderer(LinearSpace(), [0], criterion="purity")
+    with pytest.raises(AnnotationError, match="min_shift"):
+        Renderer(LinearSpace(), [0], scorer=RegionScorer(), criterion="purity", min_shift=-1)

@@ -332,11 +332,14 @@ def auto_layer_ranges(
     *,
     batch_size: int = 64,
     renderer: Any = None,
+    weights: Any = None,
 ) -> list[tuple[tuple[int, int], float | None]]:
     """Each direction's W+ layer range as ``--layers auto`` picks it (:mod:`sfvq.annotate`, (c)): the
     direction edits ``seeds`` by ``+-sigma`` stds along it and the annotate module's range search keeps
-    most of the change where it acts with the least elsewhere. Returns ``[((start, stop), kept share)]``
-    in the set's order; a direction whose edit changes nothing gets every layer (share None)."""
+    most of the change where it acts with the least elsewhere (or, with a ``renderer`` set to the purity
+    criterion, moves one group most purely; ``weights`` (G,) divide its group shifts). Returns
+    ``[((start, stop), kept share)]`` in the set's order; a direction whose edit changes nothing gets
+    every layer (share None)."""
     from sfvq.annotate import CHUNK, Renderer
 
     if space.num_ws <= 1:
@@ -351,7 +354,7 @@ def auto_layer_ranges(
             if d.std is None or not d.std > 0:
                 raise ValueError(f"direction {d.name!r} has no std along it: its edit size is undefined")
             steps.append(float(sigma) * float(d.std))
-        for a in r.annotate_many([d.vector for d in part], steps, effects=False):
+        for a in r.annotate_many([d.vector for d in part], steps, effects=False, weights=weights):
             out.append(((0, space.num_ws), None) if a.layers is None else (a.layers, a.layer_share))
     return out
 
@@ -369,6 +372,26 @@ def on_auto_layers(
     return DirectionSet(dirs, dim=directions.dim, meta={**(directions.meta or {}), "layers": "auto"})
 
 
+def classifier_group_shifts(
+    classifier: Any, groups: dict[str, Sequence[str]]
+) -> Callable[[torch.Tensor, torch.Tensor], np.ndarray]:
+    """The group-shift function of the purity range criterion: images at +step and -step (S, C, H, W)
+    -> (G,) shift per group, as :func:`direction_effects` measures it (total-variation distance between
+    the mean predicted distributions at +step and -step, per group the largest of its members)."""
+    factors = list(classifier.vocab)
+
+    def shifts(plus: torch.Tensor, minus: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            p = classifier.predict_proba(torch.cat([plus, minus]).float())  # {factor: (2S, K)}
+        S = plus.shape[0]
+        per = np.array(
+            [float(0.5 * (p[f][:S].mean(0) - p[f][S:].mean(0)).abs().sum()) for f in factors]
+        )  # (F,)
+        return grouped(per[None, None], factors, groups)[0, 0]  # (G,)
+
+    return shifts
+
+
 def _with_auto_variants(
     sets: list[tuple[str, DirectionSet]],
     skip: Any,
@@ -377,16 +400,34 @@ def _with_auto_variants(
     model: Any,
     config: GroundTruthConfig,
     say: Callable[[str], None],
+    classifier: Any = None,
 ) -> tuple[list[tuple[str, DirectionSet]], dict[str, Any]]:
     """Each W set of ``sets`` (not in ``skip``) followed by its ``@auto`` variant; and what was chosen
-    ({"seeds", "num_ws", "sigmas", "ranges", "shares"}): per @auto set the sigma its ranges were found
-    with, each direction's range (start, stop exclusive) and the share of its change that range keeps."""
+    ({"seeds", "num_ws", "criterion", "sigmas", "ranges", "shares"}, with the purity criterion also
+    "selection_chance": per sigma the mean group shift of the random directions on the auto seeds): per
+    @auto set the sigma its ranges were found with, each direction's range (start, stop exclusive) and
+    the share of its change that range keeps. The purity criterion needs ``classifier``."""
     from sfvq.annotate import Renderer, default_sigma
 
     seeds = list(range(config.seed + config.n, config.seed + config.n + config.auto_seeds))
-    renderer = Renderer(space, seeds, batch_size=config.batch_size, resolution=None)
+    chance_at: dict[float, np.ndarray] = {}  # sigma -> (G,) random directions' group shifts on ``seeds``
+    if config.auto_criterion == "purity":
+        if classifier is None:
+            raise ValueError("the purity range criterion needs the factor classifier")
+        groups = factor_groups(list(classifier.vocab))
+        renderer = Renderer(
+            space, seeds, batch_size=config.batch_size, resolution=None, search="exact",
+            criterion="purity", group_shifts=classifier_group_shifts(classifier, groups),
+            min_shift=config.floor,
+        )  # fmt: skip
+        rand = dict(sets).get("random")
+        if rand is None:
+            raise ValueError("the purity range criterion needs the random directions (methods: random)")
+        sel_full = space.encode_seeds(seeds)  # (auto_seeds, L, W)
+    else:
+        renderer = Renderer(space, seeds, batch_size=config.batch_size, resolution=None)
     finest = default_sigma(X, model, max(config.bits))
-    info: dict[str, Any] = {"seeds": seeds, "num_ws": int(space.num_ws)}
+    info: dict[str, Any] = {"seeds": seeds, "num_ws": int(space.num_ws), "criterion": config.auto_criterion}
     info.update(sigmas={}, ranges={}, shares={})
     out: list[tuple[str, DirectionSet]] = []
     for name, dset in sets:
@@ -396,7 +437,19 @@ def _with_auto_variants(
         bits = dset.meta.get("bits") if dset.meta.get("method") == "sfvq" else None
         sigma = config.auto_sigma or (default_sigma(X, model, bits) if bits is not None else finest)
         t = time.perf_counter()
-        ranges = auto_layer_ranges(space, dset, sigma, seeds, renderer=renderer)
+        weights = None
+        if config.auto_criterion == "purity":
+            key = round(float(sigma), 6)
+            if key not in chance_at:  # random directions on all layers at this sigma, on the auto seeds
+                shift, _ = direction_effects(
+                    space, rand, classifier, sel_full, [float(sigma)], batch_size=config.batch_size
+                )  # (R, 1, F)
+                chance_at[key] = grouped(shift, list(classifier.vocab), groups)[:, 0].mean(axis=0)  # (G,)
+                info.setdefault("selection_chance", {})[f"{key:g}"] = dict(
+                    zip(groups, chance_at[key].round(5).tolist(), strict=True)
+                )
+            weights = chance_at[key]
+        ranges = auto_layer_ranges(space, dset, sigma, seeds, renderer=renderer, weights=weights)
         say(f"{name}: W+ ranges chosen at {sigma:.2f} stds in {time.perf_counter() - t:.1f} s")
         auto = name + AUTO_SUFFIX
         out.append((auto, on_auto_layers(dset, ranges)))
@@ -518,7 +571,7 @@ def run_ground_truth(
         say(f"{method}: {len(dset)} directions in {time.perf_counter() - t:.1f} s")
         sets.append((method, dset))
     if config.auto_layers:  # each W set also on its directions' own ranges, right after it
-        sets, result.auto_layers = _with_auto_variants(sets, where, space, X, model, config, say)
+        sets, result.auto_layers = _with_auto_variants(sets, where, space, X, model, config, say, classifier)
 
     groups = factor_groups(factors)
     result.groups = {g: list(m) for g, m in groups.items()}
@@ -669,8 +722,9 @@ def markdown_report(result: GroundTruthResult | dict[str, Any]) -> str:
     if a_th:
         lines.insert(
             1 if th else 0,
-            f"`{AUTO_SUFFIX}` rows: each direction on its own W+ range (sfvq.annotate's criterion, "
-            f"`--layers auto`); pure there: purity >= {a_th['value']:.3f} ({a_th['source']}, random "
+            f"`{AUTO_SUFFIX}` rows: each direction on its own W+ range (sfvq.annotate's "
+            f"{auto.get('criterion', 'pixels')} criterion, `--layers auto`); pure there: purity >= "
+            f"{a_th['value']:.3f} ({a_th['source']}, random "
             f"directions on their own ranges too) and main shift >= {r['config']['floor']}.\n",
         )
     for b, m in r["curve_mi"].items():

@@ -32,6 +32,11 @@ class GroundTruthConfig:
     auto_layers: bool = False
     auto_seeds: int = 4
     auto_sigma: float | None = None
+    # how the ranges are chosen: "pixels" (sfvq annotate's default: keep the image change) or "purity"
+    # (the range whose edit moves one factor group most purely on the auto seeds, group shifts divided
+    # by random directions' there; a range must move its main group by ``floor`` unless it is the full one;
+    # every range is rendered). Needs "random" in ``methods`` (the chance shifts).
+    auto_criterion: str = "pixels"
     # StyleSpace variants ("s", "s:coarse", "s:4-7", ...) whose own SFVQ curves are measured at ``bits`` too
     style_spaces: tuple[str, ...] = ()
 
@@ -69,6 +74,12 @@ class GroundTruthConfig:
             raise ValueError(f"auto_seeds must be >= 1, got {self.auto_seeds}")
         if self.auto_sigma is not None and not 0 < self.auto_sigma < float("inf"):
             raise ValueError(f"auto_sigma must be a positive number, got {self.auto_sigma}")
+        if self.auto_criterion not in ("pixels", "purity"):
+            raise ValueError(f"auto_criterion must be pixels or purity, got {self.auto_criterion!r}")
+        if self.auto_criterion != "pixels" and not self.auto_layers:
+            raise ValueError("auto_criterion (--auto-criterion) applies with --layers auto only")
+        if self.auto_criterion == "purity" and "random" not in self.methods:
+            raise ValueError("auto_criterion purity divides by random directions' shifts: add random")
         if self.auto_sigma is not None and not self.auto_layers:
             raise ValueError("auto_sigma (--auto-sigma) applies with layers auto (--layers auto) only")
         from sfvq.parsing import split_space_name

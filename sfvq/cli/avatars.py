@@ -435,6 +435,14 @@ _GT = GroundTruthConfig()  # the library's benchmark settings are the command's 
     help="With --layers auto: seeds the ranges are chosen on (the ones after the measured seeds).",
 )
 @click.option(
+    "--auto-criterion",
+    type=click.Choice(["pixels", "purity"]),
+    default=_GT.auto_criterion,
+    show_default=True,
+    help="With --layers auto: choose each range by the image change it keeps (pixels, as sfvq annotate) "
+    "or by how purely it moves one factor group on the auto seeds (purity; needs random in --methods).",
+)
+@click.option(
     "--style-spaces",
     default="",
     help="Also fit and measure SFVQ curves in these StyleSpace variants, e.g. s,s:coarse,s:middle,s:4-7 "
@@ -463,6 +471,7 @@ def benchmark_cmd(
     layers: tuple[int, int] | str | None,
     auto_sigma: float | None,
     auto_seeds: int,
+    auto_criterion: str,
     style_spaces: str,
     seed: int,
     device: str | None,
@@ -489,6 +498,7 @@ def benchmark_cmd(
         n=n, steps=tuple(steps), k=k, bits=bit_list, methods=method_list, fit_n=fit_n, purity=purity,
         random_k=random_k, floor=floor, layers=None if layers == AUTO_LAYERS else layers,
         auto_layers=layers == AUTO_LAYERS, auto_sigma=auto_sigma, auto_seeds=auto_seeds,
+        auto_criterion=auto_criterion,
         match_change=match_change, mi_n=mi_n,
         latentclr_steps=latentclr_steps, seed=seed,
         style_spaces=tuple(x.strip() for x in style_spaces.split(",") if x.strip()),

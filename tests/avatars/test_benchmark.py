@@ -369,3 +369,64 @@ def test_auto_layers_on_a_tiny_world(tmp_path: Path) -> None:
     assert "| sefa@auto |" in table and "commonest ranges" in table and "`@auto` rows" in table
     bad = CliRunner().invoke(main, [str(a) for a in [*args, "--auto-sigma", "0"]])
     assert bad.exit_code == 2 and "--auto-sigma" in bad.output
+
+
+def test_purity_criterion_settings_and_group_shifts() -> None:
+    from sfvq.avatars.benchmark import classifier_group_shifts
+
+    with pytest.raises(ValueError, match="pixels or purity"):
+        GroundTruthConfig(auto_layers=True, auto_criterion="colour").check()
+    with pytest.raises(ValueError, match="--layers auto"):
+        GroundTruthConfig(auto_criterion="purity").check()
+    with pytest.raises(ValueError, match="random"):
+        GroundTruthConfig(auto_layers=True, auto_criterion="purity", methods=("sefa",)).check()
+    GroundTruthConfig(auto_layers=True, auto_criterion="purity").check()
+
+    class Fake:
+        """Reads 'mouth' from the red channel's mean and 'smile' (nested in mouth) from the green one."""
+
+        vocab = {"mouth": ["a", "b"], "smile": ["no", "yes"], "skin": ["x", "y"]}
+
+        def predict_proba(self, images):
+            r = images[:, 0].mean(dim=(1, 2)).clamp(0, 1)
+            g = images[:, 1].mean(dim=(1, 2)).clamp(0, 1)
+            return {
+                "mouth": torch.stack([1 - r, r], 1),
+                "smile": torch.stack([1 - g, g], 1),
+                "skin": torch.full((len(images), 2), 0.5),
+            }
+
+    groups = {"mouth": ("mouth", "smile"), "skin": ("skin",)}
+    plus, minus = torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 4, 4)
+    plus[:, 0], plus[0, 1] = 0.6, 0.8  # mouth: 0.6 -> TV 0.6; smile: mean 0.4 -> TV 0.4
+    got = classifier_group_shifts(Fake(), groups)(plus, minus)
+    assert got == pytest.approx([0.6, 0.0])  # per group the largest member
+
+
+def test_purity_criterion_on_a_tiny_world(tmp_path: Path) -> None:
+    from sfvq.cli import main
+
+    weights, clf_path = _tiny_world(tmp_path)
+    out = tmp_path / "bench"
+    args = ["avatars", "benchmark", "--network", weights, "--classifier", clf_path, "--outdir", out]
+    args += ["--bits", "2", "--methods", "random", "--random-k", "3", "--n", "3", "--steps", "1"]
+    args += ["--fit-n", "300", "--mi-n", "32", "--layers", "auto", "--auto-seeds", "2"]
+    args += ["--auto-criterion", "purity", "--auto-sigma", "1", "--quiet", "--device", "cpu"]
+    r = CliRunner().invoke(main, [str(a) for a in args])
+    assert r.exit_code == 0, r.output
+    d = json.loads((out / "benchmark.json").read_text())
+    assert list(d["methods"]) == ["sfvq-2bit", "sfvq-2bit@auto", "random", "random@auto"]
+    auto = d["auto_layers"]
+    assert auto["criterion"] == "purity" and d["config"]["auto_criterion"] == "purity"
+    assert "sfvq.annotate's purity criterion" in (out / "benchmark.md").read_text()
+    assert list(auto["selection_chance"]) == ["1"] and list(auto["selection_chance"]["1"]) == list(
+        d["groups"]
+    )
+    for name, ranges in auto["ranges"].items():
+        assert len(ranges) == d["methods"][name.removesuffix("@auto")]["directions"]
+        assert all(0 <= a < b <= auto["num_ws"] for a, b in ranges)
+    # Without random directions there is no chance to divide by: refused before any work.
+    bad = [a for a in args if a != "random"]
+    bad[bad.index("--methods") + 1 : bad.index("--methods") + 1] = ["sefa"]
+    r = CliRunner().invoke(main, [str(a) for a in bad])
+    assert r.exit_code != 0 and "random" in r.output
