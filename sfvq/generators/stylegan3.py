@@ -447,6 +447,21 @@ def _upfirdn2d(
     return upfirdn2d(x, f, up=up, down=down, padding=padding, gain=gain)
 
 
+def _normalised_inputs(
+    x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The start both modulated-conv forms share: with ``demodulate``, weight (O, I, k, k) and styles (N, I)
+    scaled to unit mean square (for the numerics of the demodulation that follows); large CPU activations
+    x (N, I, H, W) put in channels-last layout."""
+    if demodulate:
+        weight = weight * weight.square().mean(dim=[1, 2, 3], keepdim=True).rsqrt()  # (O, I, k, k)
+        styles = styles * styles.square().mean().rsqrt()  # (N, I)
+    kh = weight.shape[2]
+    if kh > 1 and x.shape[2] * x.shape[3] >= _CHANNELS_LAST_MIN_PIXELS and x.device.type == "cpu":
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, weight, styles
+
+
 def _modulated_conv2d(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -464,11 +479,7 @@ def _modulated_conv2d(
     """
     n, i_ch, h, w = x.shape
     o_ch, _, kh, kw = weight.shape
-    if demodulate:
-        weight = weight * weight.square().mean(dim=[1, 2, 3], keepdim=True).rsqrt()  # (O, I, k, k)
-        styles = styles * styles.square().mean().rsqrt()  # (N, I)
-    if kh > 1 and h * w >= _CHANNELS_LAST_MIN_PIXELS and x.device.type == "cpu":
-        x = x.contiguous(memory_format=torch.channels_last)
+    x, weight, styles = _normalised_inputs(x, weight, styles, demodulate)
     pad = (kh - 1, kw - 1)
     if SHARED_WEIGHT_BATCHES and n > 1:
         y = F.conv2d(x * styles.reshape(n, i_ch, 1, 1), weight * input_gain, padding=pad)  # (N, O, H', W')
@@ -505,11 +516,7 @@ def _modulated_conv2d_reduced(
     n, i_ch, h, w = x.shape
     o_ch, _, kh, kw = weight.shape
     dtype = x.dtype
-    if demodulate:
-        weight = weight * weight.square().mean(dim=[1, 2, 3], keepdim=True).rsqrt()  # (O, I, k, k)
-        styles = styles * styles.square().mean().rsqrt()  # (N, I)
-    if kh > 1 and h * w >= _CHANNELS_LAST_MIN_PIXELS and x.device.type == "cpu":
-        x = x.contiguous(memory_format=torch.channels_last)
+    x, weight, styles = _normalised_inputs(x, weight, styles, demodulate)
     pad = (kh - 1, kw - 1)
     if SHARED_WEIGHT_BATCHES and n > 1:
         s_peak = styles.abs().amax(dim=1, keepdim=True)  # (N, 1)
