@@ -636,6 +636,7 @@ def annotate_segments(
                     "layers": None if a.layers is None else [int(a.layers[0]), int(a.layers[1])],
                     "layer_share": _round(a.layer_share),
                     "layer_outside": _round(a.layer_outside),
+                    **({} if a.layer_purity is None else {"layer_purity": _round(a.layer_purity)}),
                 }
             )
     return rows
@@ -681,6 +682,7 @@ def annotate_run(
     sigma: float | None = None,
     scorer: Any = None,
     search: str = "shrink",
+    criterion: str = "pixels",
     resolution: int | None = DEFAULT_RESOLUTION,
     batch_size: int = 64,
     progress: bool = True,
@@ -691,7 +693,9 @@ def annotate_run(
     ``annotations.json`` atomically into ``outdir`` (default: the run). Entries of other bitrates already
     in the file are kept when they were made with the same run, seeds, scorer and search (``sigmas`` holds
     each bitrate's sigma).
-    ``sigma`` None: :func:`default_sigma` (the largest step of the run's default edit grids)."""
+    ``sigma`` None: :func:`default_sigma` (the largest step of the run's default edit grids).
+    ``criterion``: how layer ranges are chosen, ``pixels`` or ``purity`` (needs a scorer; see the module
+    docstring)."""
     from sfvq.io import write_json
     from sfvq.scorers.interface import scorer_label
 
@@ -706,13 +710,22 @@ def annotate_run(
         sigma = default_sigma(run.latents, model, max(wanted))
     run_id = (getattr(model, "metadata_", None) or {}).get("run_id")
     space = run.space
-    r = Renderer(space, seeds, scorer=scorer, search=search, resolution=resolution, batch_size=batch_size)
+    r = Renderer(
+        space,
+        seeds,
+        scorer=scorer,
+        search=search,
+        resolution=resolution,
+        batch_size=batch_size,
+        criterion=criterion,
+    )
     settings = {
         "run_id": run_id,
         "scorer": scorer_label(scorer),
         "seeds": [int(s) for s in seeds],
         "units": "std",
         "search": search,
+        "range_criterion": criterion,
     }
     old = read_annotations(out, run_id)
     kept_bits: dict[str, Any] = {}
@@ -743,6 +756,7 @@ def annotate_run(
             "keep_share": KEEP_SHARE,
             "tie_tolerance": TIE_TOLERANCE,
             "summary_min": SUMMARY_MIN,
+            **({"min_shift": r.min_shift} if criterion == "purity" else {}),
         },
         "bits": {k: v for k, v in sorted({**kept_bits, **new_bits}.items(), key=lambda kv: int(kv[0]))},
     }

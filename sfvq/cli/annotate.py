@@ -64,6 +64,14 @@ from sfvq.cli.options import (
     help="Layer-range search: shrink from all layers one group at a time, or render every range.",
 )
 @click.option(
+    "--criterion",
+    type=click.Choice(["pixels", "purity"]),
+    default="pixels",
+    show_default=True,
+    help="How layer ranges are chosen: the range keeping most of the edit's pixel change with the least "
+    "elsewhere, or the range whose largest score-group shift is the largest share of all (needs a scorer).",
+)
+@click.option(
     "--resolution",
     type=click.IntRange(8, 4096),
     default=256,
@@ -81,6 +89,7 @@ def annotate(
     sigma: float | None,
     scorer: str,
     search: str,
+    criterion: str,
     resolution: int,
     network: str | None,
     batch_size: int,
@@ -120,6 +129,7 @@ def annotate(
             sigma=sigma,
             scorer=chosen,
             search=search,
+            criterion=criterion,
             resolution=resolution,
             batch_size=batch_size,
             progress=not quiet,

@@ -123,3 +123,27 @@ def test_a_space_without_layers_has_no_layer_ranges(tmp_path_factory, tmp_path):
                  "--seeds", "0", "--outdir", tmp_path / "e")  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "no style layers" in res.output
+
+
+def test_annotate_purity_criterion_records_it_and_its_ranges(annotated, tmp_path):
+    """`--criterion purity` chooses ranges by the scorer's shifts: the file says which criterion made its
+    ranges (so entries made by the other one are not mixed in) and holds each chosen range's purity."""
+    run, _ = annotated
+    pixels = json.loads((run / "annotations.json").read_text())
+    assert pixels["range_criterion"] == "pixels" and "min_shift" not in pixels["criterion"]
+    out = tmp_path / "purity"
+    out.mkdir()
+    for f in run.iterdir():  # a copy of the run, so the module's other tests keep the pixel file
+        if f.is_file() and f.name != "annotations.json":
+            (out / f.name).write_bytes(f.read_bytes())
+    scorer = run.parent / "bright.py"
+    res = invoke("annotate", "--run", out, "--bits", 3, "--seeds", "0-1", "--scorer", f"{scorer}:make",
+                 "--criterion", "purity", "--quiet")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "annotations.json").read_text())
+    assert data["range_criterion"] == "purity" and data["criterion"]["min_shift"] > 0
+    rows = data["bits"]["3"]
+    assert len(rows) == 7 and all(0 <= r["layers"][0] < r["layers"][1] <= 8 for r in rows)
+    assert all(r["layer_purity"] == 1.0 for r in rows)  # one score, one group: every range is pure
+    res = invoke("annotate", "--run", out, "--bits", 3, "--scorer", "none", "--criterion", "purity")
+    assert res.exit_code == 2 and "purity criterion needs a scorer" in res.output
