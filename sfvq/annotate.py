@@ -215,11 +215,24 @@ def choose_range(
     """Index of the chosen range (module docstring, (c)): among ranges with ``kept >= keep_share``, those
     within ``tolerance`` of the best ``min(kept, 1) - outside``; of these the fewest layers (``sizes``,
     default the range lengths), then the best score, then the earliest start. Raises when none qualifies."""
-    sizes = [r[1] - r[0] for r in ranges] if sizes is None else list(sizes)
     score = [min(k, 1.0) - o for k, o in zip(kept, outside, strict=True)]
     ok = [i for i, k in enumerate(kept) if k >= keep_share]
     if not ok:
         raise AnnotationError(f"no layer range keeps {keep_share:.0%} of the change")
+    return _fewest_layers_near_best(ranges, score, ok, sizes, tolerance)
+
+
+def _fewest_layers_near_best(
+    ranges: Sequence[tuple[int, int]],
+    score: Sequence[float],
+    ok: Sequence[int],
+    sizes: Sequence[int] | None,
+    tolerance: float,
+) -> int:
+    """The tie-break both criteria share: of the qualifying ranges ``ok``, those within ``tolerance`` of
+    the best ``score``; of these the fewest layers (``sizes``, default the range lengths), then the best
+    score, then the earliest start."""
+    sizes = [r[1] - r[0] for r in ranges] if sizes is None else list(sizes)
     best = max(score[i] for i in ok)
     near = [i for i in ok if score[i] >= best - tolerance]
     return min(near, key=lambda i: (sizes[i], -score[i], ranges[i][0]))
@@ -249,13 +262,10 @@ def choose_range_by_purity(
     group's raw shift is at least ``min_shift`` (``full``, the full range, always qualifies), those within
     ``tolerance`` of the best purity; of these the fewest layers, then the purest, then the earliest.
     Raises when none qualifies."""
-    sizes = [r[1] - r[0] for r in ranges] if sizes is None else list(sizes)
     ok = [i for i, r in enumerate(ranges) if main_shift[i] >= min_shift or r == full]
     if not ok:
         raise AnnotationError(f"no layer range moves any group of effects by {min_shift}")
-    best = max(purity[i] for i in ok)
-    near = [i for i in ok if purity[i] >= best - tolerance]
-    return min(near, key=lambda i: (sizes[i], -purity[i], ranges[i][0]))
+    return _fewest_layers_near_best(ranges, purity, ok, sizes, tolerance)
 
 
 # ---------------------------------------------------------------------------------------------- one direction

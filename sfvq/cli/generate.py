@@ -103,37 +103,22 @@ def sample(
         )
     outdir.mkdir(parents=True, exist_ok=True)
     out_path = outdir / "latents.npy"
+    common = {
+        "n": None if seeds is not None else n,
+        "space": space,
+        "seed": 0 if seed is None else seed,
+        "truncation_psi": truncation_psi,
+        "truncation_cutoff": trunc_cutoff,
+        "class_idx": class_idx,
+        "batch_size": batch_size,
+        "progress": True,
+        "seeds": seeds,
+        "generator_sha256": generator_sha256(network),
+    }
     if shard_rows is not None:
-        out_path = sample_latent_shards(
-            G,
-            outdir,
-            n=None if seeds is not None else n,
-            space=space,
-            seed=0 if seed is None else seed,
-            truncation_psi=truncation_psi,
-            truncation_cutoff=trunc_cutoff,
-            class_idx=class_idx,
-            batch_size=batch_size,
-            shard_rows=shard_rows,
-            progress=True,
-            seeds=seeds,
-            generator_sha256=generator_sha256(network),
-        )
+        out_path = sample_latent_shards(G, outdir, shard_rows=shard_rows, **common)
     else:
-        sample_latents(
-            G,
-            n=None if seeds is not None else n,
-            space=space,
-            seed=0 if seed is None else seed,
-            truncation_psi=truncation_psi,
-            truncation_cutoff=trunc_cutoff,
-            class_idx=class_idx,
-            batch_size=batch_size,
-            out_path=out_path,
-            progress=True,
-            seeds=seeds,
-            generator_sha256=generator_sha256(network),
-        )
+        sample_latents(G, out_path=out_path, **common)
     if not dist.is_main():
         return
     count = len(seeds) if seeds is not None else n

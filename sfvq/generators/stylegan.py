@@ -36,6 +36,14 @@ _SG2_AFFINE_RE = re.compile(r"^synthesis\.b(\d+)\.(conv0|conv1|torgb)\.affine\.w
 _SG3_AFFINE_RE = re.compile(r"^synthesis\.(input|L(\d+)_\w+)\.affine\.weight$")
 
 
+def _check_cutoff(truncation_cutoff: Any) -> None:
+    """The truncation cutoffs ``mapping`` and ``differentiable_mapping`` accept: None or an int >= 0."""
+    if truncation_cutoff is not None and (
+        isinstance(truncation_cutoff, bool) or not isinstance(truncation_cutoff, int) or truncation_cutoff < 0
+    ):
+        raise ValueError(f"truncation_cutoff must be None or a non-negative int, got {truncation_cutoff!r}")
+
+
 class StyleGANGenerator(GeneratorBase):
     """A StyleGAN2/StyleGAN3 generator behind sfvq's :class:`~sfvq.generators.base.Generator` protocol.
 
@@ -194,14 +202,7 @@ class StyleGANGenerator(GeneratorBase):
         """z (N, z_dim) [+ labels] -> ws (N, num_ws, w_dim), truncated towards the mean w if psi != 1."""
         z = self._prepare_z(z)
         c_t = self.make_c(c, z.shape[0])
-        if truncation_cutoff is not None and (
-            isinstance(truncation_cutoff, bool)
-            or not isinstance(truncation_cutoff, int)
-            or truncation_cutoff < 0
-        ):
-            raise ValueError(
-                f"truncation_cutoff must be None or a non-negative int, got {truncation_cutoff!r}"
-            )
+        _check_cutoff(truncation_cutoff)
         psi = float(truncation_psi)
         out = [
             self.network.mapping(z[i : i + 4096], c_t[i : i + 4096], psi, truncation_cutoff)
@@ -430,6 +431,7 @@ class StyleGANGenerator(GeneratorBase):
         truncation_cutoff: int | None = None,
     ) -> torch.Tensor:
         """:meth:`mapping` with gradients: z (N, z_dim) [+ labels] -> ws (N, num_ws, w_dim)."""
+        _check_cutoff(truncation_cutoff)
         z = self._prepare_z(z)
         return self.network.mapping(z, self.make_c(c, z.shape[0]), float(truncation_psi), truncation_cutoff)
 
